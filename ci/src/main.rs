@@ -1,4 +1,51 @@
-fn main() {
-    eprintln!("xtask: not yet implemented");
-    std::process::exit(2);
+//! dmalab's task runner: `cargo xtask <task>` (alias in .cargo/config.toml).
+//!
+//! - `images`: build (or find in the cache) the guest kernel, initramfs and
+//!   driver module; prints the output folder.
+//! - `test`: `images`, then every test of the workspace with the images
+//!   required (a missing image fails instead of skipping).
+
+mod images;
+
+use std::process::{Command, ExitCode};
+
+fn usage() -> ExitCode {
+    eprintln!("usage: cargo xtask <images|test>");
+    eprintln!("  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)");
+    eprintln!("  test     build the images, then run every test (unit, property, boot-and-transfer)");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("images") => images::build().map(|dir| println!("{}", dir.display())),
+        Some("test") => run_tests(&args[1..]),
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every test of the workspace, with the images in place and required.
+fn run_tests(extra: &[String]) -> Result<(), String> {
+    let dir = images::build()?;
+    let status = Command::new(env!("CARGO"))
+        .args(["test", "--workspace"])
+        .args(extra)
+        .env("DMALAB_IMAGES", &dir)
+        .env("DMALAB_REQUIRE_IMAGES", "1")
+        .current_dir(images::repo_root())
+        .status()
+        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo test --workspace failed ({status})"))
+    }
 }

@@ -118,6 +118,9 @@ pub const ERR_DESC_LIST_TOO_LONG: u32 = 7;
 pub const ERR_BUSY: u32 = 8;
 /// Reserved bits set in REG_DMA_CMD.
 pub const ERR_BAD_COMMAND: u32 = 9;
+/// The transfer was cut short by CTRL_RESET. Seen only in the trace: the
+/// reset itself clears REG_ERROR.
+pub const ERR_ABORTED: u32 = 10;
 
 /// Scatter-gather descriptor, 16 bytes little-endian, fetched by DMA (so it
 /// obeys the mask and bus mastering like any other access):

@@ -31,8 +31,8 @@ compute_keys() {
     local rustc_v
     rustc_v=$(rustc -V 2>/dev/null || echo "no rustc")
     KERNEL_KEY=$( {
-        hash_files "$IMAGES/versions.env" "$IMAGES/lib/common.sh" "$IMAGES/lib/tools.sh" \
-            "$IMAGES/lib/kernel.sh"
+        # Only what shapes the kernel: helpers (common.sh, tools.sh) are not keyed.
+        hash_files "$IMAGES/versions.env" "$IMAGES/lib/kernel.sh"
         mapfile -t fs < <(source_files "$IMAGES/kernel"; source_files "$IMAGES/patches")
         hash_files "${fs[@]}"
         echo "$rustc_v"

@@ -31,6 +31,8 @@ fn scratch_repo(name: &str) -> PathBuf {
     fs::create_dir_all(dir.join("guest-driver")).unwrap();
     fs::write(dir.join("guest-driver/Kbuild"), "obj-m := dmalab.o\n").unwrap();
     fs::write(dir.join("guest-driver/dmalab.rs"), "// driver\n").unwrap();
+    fs::create_dir_all(dir.join("guest-driver/tool/src")).unwrap();
+    fs::write(dir.join("guest-driver/tool/src/main.rs"), "fn main() {}\n").unwrap();
     dir
 }
 
@@ -119,6 +121,16 @@ fn init_script_moves_only_the_initramfs() {
     let repo = scratch_repo("init");
     let before = keys(&repo);
     append(&repo.join("images/initramfs/init"), "# more\n");
+    let after = keys(&repo);
+    assert_eq!(changed(&before, &after), ["images", "initramfs"]);
+    fs::remove_dir_all(repo).unwrap();
+}
+
+#[test]
+fn guest_tool_moves_only_the_initramfs() {
+    let repo = scratch_repo("tool");
+    let before = keys(&repo);
+    append(&repo.join("guest-driver/tool/src/main.rs"), "// more\n");
     let after = keys(&repo);
     assert_eq!(changed(&before, &after), ["images", "initramfs"]);
     fs::remove_dir_all(repo).unwrap();

@@ -24,7 +24,22 @@ source_files() {
     find "$1" -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name 'Kbuild' \
         -o -name 'Makefile' -o -name '*.toml' -o -name '*.sh' -o -name 'init' \
         -o -name '*.config' -o -name '*.patch' -o -name '*.env' -o -name '*.txt' \) \
-        -not -path '*/target/*' | LC_ALL=C sort
+        -not -path '*/target/*' -not -name '*.mod.c' | LC_ALL=C sort
+}
+
+# The driver's sources (not its build products, not the user-space tool).
+driver_source_files() {
+    source_files "$REPO/guest-driver" | grep -v "^$REPO/guest-driver/tool/"
+}
+
+# Copies the driver's sources into a folder, keeping their relative paths.
+copy_driver_sources() {
+    local f rel
+    driver_source_files | while read -r f; do
+        rel=${f#"$REPO/guest-driver/"}
+        mkdir -p "$1/$(dirname "$rel")"
+        cp "$f" "$1/$rel"
+    done
 }
 
 compute_keys() {
@@ -38,14 +53,15 @@ compute_keys() {
         echo "$rustc_v"
     } | sha256sum | cut -c1-16)
     local driver_files
-    mapfile -t driver_files < <(source_files "$REPO/guest-driver")
+    # The user-space tool (guest-driver/tool) goes into the initramfs only.
+    mapfile -t driver_files < <(driver_source_files)
     DRIVER_KEY=$( {
         echo "$KERNEL_KEY"
         hash_files "${driver_files[@]}"
     } | sha256sum | cut -c1-16)
     BUILTIN_KEY=$(printf 'builtin %s\n' "$DRIVER_KEY" | sha256sum | cut -c1-16)
     local init_files
-    mapfile -t init_files < <(source_files "$IMAGES/initramfs"; source_files "$REPO/guest-tools")
+    mapfile -t init_files < <(source_files "$IMAGES/initramfs"; source_files "$REPO/guest-driver/tool")
     INITRAMFS_KEY=$( {
         echo "$DRIVER_KEY"
         hash_files "$IMAGES/lib/initramfs.sh" "${init_files[@]}"

@@ -11,11 +11,29 @@ head tail wc sleep dmesg insmod rmmod lsmod modprobe reboot poweroff halt setsid
 stat hexdump od dd cmp sync uname readlink find xargs printf test [ true false env
 ps kill free uptime"
 
+# guest-driver/tool, static (glibc with crt-static), so the initramfs needs no
+# shared libraries.
+build_guest_tool() {
+    [ -f "$REPO/guest-driver/tool/Cargo.toml" ] || return 0
+    step "building dma24-tool (static)"
+    local target=$CACHE/guest-tool/target
+    run_logged "dma24-tool build" "$CACHE/guest-tool/build.log" \
+        env RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target" \
+        cargo build --release --locked --manifest-path "$REPO/Cargo.toml" -p dma24-tool \
+        --target x86_64-unknown-linux-gnu
+    GUEST_TOOL=$INITRAMFS_DIR/dma24-tool
+    cp "$target/x86_64-unknown-linux-gnu/release/dma24-tool" "$GUEST_TOOL"
+    if ldd "$GUEST_TOOL" 2>&1 | grep -q '=>'; then
+        die "dma24-tool is not static: $(ldd "$GUEST_TOOL" | head -n 2 | tr '\n' ' ')"
+    fi
+}
+
 build_initramfs() {
     INITRAMFS_DIR=$CACHE/initramfs/$INITRAMFS_KEY
     [ -f "$INITRAMFS_DIR/initramfs.cpio" ] && return 0
     rm -rf "$INITRAMFS_DIR"
-    mkdir -p "$INITRAMFS_DIR/root"
+    mkdir -p "$CACHE/guest-tool"
+    build_guest_tool
     step "building the initramfs"
     dpkg -x "$BUSYBOX_DEB" "$INITRAMFS_DIR/busybox"
     local list=$INITRAMFS_DIR/files.txt a

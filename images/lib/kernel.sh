@@ -76,7 +76,7 @@ build_module() {
     fi
     rm -rf "$MODULE_DIR"
     mkdir -p "$MODULE_DIR/src"
-    cp -r "$REPO/guest-driver/." "$MODULE_DIR/src/"
+    copy_driver_sources "$MODULE_DIR/src"
     step "building the driver module"
     run_logged "module build" "$MODULE_DIR/build.log" \
         kernel_make "$KERNEL_BUILD" M="$MODULE_DIR/src" modules
@@ -98,7 +98,7 @@ build_builtin_kernel() {
     local dir=$KERNEL_SRC/drivers/misc/dmalab
     rm -rf "$dir"
     mkdir -p "$dir"
-    cp -r "$REPO/guest-driver/." "$dir/"
+    copy_driver_sources "$dir"
     rm -f "$dir/Kbuild" "$dir/Makefile"
     echo 'obj-y += dmalab.o' >"$dir/Makefile"
     grep -q 'DMALAB_BUILTIN' "$KERNEL_SRC/drivers/misc/Makefile" ||

@@ -5,8 +5,27 @@
 //! The crate knows nothing of KVM: it is driven through [`PciDevice`] by a
 //! host (the `vmm` crate, or a unit test), touches guest memory only through
 //! `vm-memory`'s `GuestMemory`, and raises interrupts through [`InterruptSink`].
+//!
+//! - [`options`]: the `mask-bits=N,overflow=...,mem=KIB` spec -> [`Dma24Config`].
+//! - [`config`]: PCI configuration space (identity, BARs, MSI).
+//! - [`regs`]: the BAR0 register map (the contract with the guest driver).
+//! - [`engine`]: mask/RAM checks and the copy, single and scatter-gather.
+//! - [`trace`]: JSON Lines trace writer and [`trace::summary`].
+//!
+//! See `device-model/README.md` for the register map and trace schema.
 
+pub mod config;
+pub mod engine;
+pub mod options;
+pub mod outcome;
 pub mod pci;
 pub mod regs;
+pub mod trace;
 
+#[cfg(test)]
+mod testutil;
+
+pub use options::{Dma24Config, OptionsError, Overflow};
+pub use outcome::{Direction, Outcome};
 pub use pci::{BarInfo, BarKind, InterruptSink, PciDevice};
+pub use trace::{TraceError, TraceOptions, TraceSink, TraceStats};

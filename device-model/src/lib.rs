@@ -7,6 +7,7 @@
 //! `vm-memory`'s `GuestMemory`, and raises interrupts through [`InterruptSink`].
 //!
 //! - [`options`]: the `mask-bits=N,overflow=...,mem=KIB` spec -> [`Dma24Config`].
+//! - [`device`]: [`Dma24`], the device the VMM builds: registers, worker thread.
 //! - [`config`]: PCI configuration space (identity, BARs, MSI).
 //! - [`regs`]: the BAR0 register map (the contract with the guest driver).
 //! - [`engine`]: mask/RAM checks and the copy, single and scatter-gather.
@@ -15,16 +16,19 @@
 //! See `device-model/README.md` for the register map and trace schema.
 
 pub mod config;
+pub mod device;
 pub mod engine;
 pub mod options;
 pub mod outcome;
 pub mod pci;
+mod regfile;
 pub mod regs;
 pub mod trace;
 
 #[cfg(test)]
 mod testutil;
 
+pub use device::{DeviceError, Dma24};
 pub use options::{Dma24Config, OptionsError, Overflow};
 pub use outcome::{Direction, Outcome};
 pub use pci::{BarInfo, BarKind, InterruptSink, PciDevice};

@@ -139,7 +139,7 @@ impl Dma24Config {
     pub fn validate(&self) -> Result<(), OptionsError> {
         parse_mask_bits(u64::from(self.mask_bits))?;
         let kib = self.devmem_size / 1024;
-        if self.devmem_size % 1024 != 0 {
+        if kib * 1024 != self.devmem_size {
             return Err(OptionsError::MemSize(kib));
         }
         parse_mem_kib(kib)?;

@@ -1,4 +1,41 @@
+//! `dmalab`: command line entry point. See `dmalab run --help`.
+
+use clap::Parser;
+use log::LevelFilter;
+use vmm::cli::{Cli, Command};
+use vmm::{logger, ExitCode};
+
 fn main() {
-    eprintln!("dmalab: not yet implemented");
-    std::process::exit(2);
+    logger::mark_start();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors exit 2.
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                ExitCode::Usage.code()
+            } else {
+                0
+            });
+        }
+    };
+    let level = cli
+        .log_level
+        .or_else(|| {
+            std::env::var("DMALAB_LOG")
+                .ok()
+                .and_then(|v| logger::parse_level(&v))
+        })
+        .unwrap_or(LevelFilter::Info);
+    logger::init(level);
+    let code = match cli.command {
+        Command::Run(args) => match vmm::run(&args.into_config()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("dmalab: error: {e}");
+                e.exit_code()
+            }
+        },
+    };
+    std::process::exit(code.code());
 }

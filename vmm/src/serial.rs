@@ -1,0 +1,307 @@
+//! The 16550 UART at 0x3f8 / IRQ 4 (vm-superio), wired to stdout and stdin,
+//! with a console watcher that recognises the guest's panic, halt and
+//! boot-marker lines.
+
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use vm_superio::serial::SerialEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::bus::BusDevice;
+use crate::exit::{StopReason, VmControl};
+use crate::logger;
+
+/// COM1 base port.
+pub const COM1_PORT: u16 = 0x3f8;
+/// Number of UART registers.
+pub const COM1_LEN: u16 = 8;
+/// COM1 interrupt line (ISA IRQ / IOAPIC pin / GSI).
+pub const COM1_IRQ: u32 = 4;
+
+/// Console line that starts a kernel panic report.
+pub const PANIC_START: &str = "Kernel panic - not syncing";
+/// Console line that ends it (only printed when the kernel does not reboot).
+pub const PANIC_END: &str = "---[ end Kernel panic";
+/// Printed by `kernel_halt()`: `halt`, or `poweroff` without a power-off method.
+pub const HALT_LINE: &str = "reboot: System halted";
+
+/// An eventfd as a vm-superio interrupt trigger (bound to a GSI by irqfd).
+#[derive(Debug)]
+pub struct EventFdTrigger(pub EventFd);
+
+impl Trigger for EventFdTrigger {
+    type E = io::Error;
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// Signals the stdin reader when the guest has drained the receive FIFO.
+#[derive(Debug)]
+pub struct RxReady(pub EventFd);
+
+impl SerialEvents for RxReady {
+    fn buffer_read(&self) {}
+    fn out_byte(&self) {}
+    fn tx_lost_byte(&self) {}
+    fn in_buffer_empty(&self) {
+        let _ = self.0.write(1);
+    }
+}
+
+/// Longest console line the watcher keeps; longer lines are cut (the
+/// markers it looks for are near the start of a line).
+const MAX_LINE: usize = 512;
+
+/// Watches the guest console line by line.
+pub struct ConsoleWatcher {
+    control: Arc<VmControl>,
+    line: Vec<u8>,
+    boot_marker: Option<String>,
+    boot_marker_seen: bool,
+}
+
+impl ConsoleWatcher {
+    /// A watcher reporting to `control`; `boot_marker` is a string whose
+    /// first appearance logs the guest boot time.
+    pub fn new(control: Arc<VmControl>, boot_marker: Option<String>) -> Self {
+        ConsoleWatcher {
+            control,
+            line: Vec::with_capacity(MAX_LINE),
+            boot_marker: boot_marker.filter(|m| !m.is_empty()),
+            boot_marker_seen: false,
+        }
+    }
+
+    /// Feed one byte of console output.
+    #[inline]
+    pub fn push(&mut self, b: u8) {
+        if b == b'\n' {
+            self.end_line();
+        } else if self.line.len() < MAX_LINE {
+            self.line.push(b);
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.line);
+        // The end line contains the start text too: check it first.
+        if line.contains(PANIC_END) {
+            self.control.note_panic();
+            self.control.request_stop(StopReason::Panic);
+        } else if line.contains(PANIC_START) {
+            self.control.note_panic();
+            log::error!("guest kernel panic seen on the console");
+        } else if line.contains(HALT_LINE) {
+            self.control.request_stop(StopReason::Halted);
+        }
+        if let Some(m) = &self.boot_marker {
+            if !self.boot_marker_seen && line.contains(m.as_str()) {
+                self.boot_marker_seen = true;
+                log::info!(
+                    "guest boot time: {:.1} ms (boot marker {:?} on the console)",
+                    logger::ms_since_start(),
+                    m
+                );
+            }
+        }
+        self.line.clear();
+    }
+}
+
+/// Where the UART's output goes: a file descriptor (stdout) written
+/// unbuffered, so the console is interactive, and the watcher.
+pub struct ConsoleOut<W: Write> {
+    out: W,
+    watcher: ConsoleWatcher,
+}
+
+impl<W: Write> ConsoleOut<W> {
+    /// Output to `out`, watched by `watcher`.
+    pub fn new(out: W, watcher: ConsoleWatcher) -> Self {
+        ConsoleOut { out, watcher }
+    }
+
+    /// The underlying writer.
+    pub fn inner(&self) -> &W {
+        &self.out
+    }
+}
+
+impl<W: Write> Write for ConsoleOut<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for &b in buf {
+            self.watcher.push(b);
+        }
+        // A closed stdout must not stop the guest: drop the output.
+        match self.out.write_all(buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(e),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.out.flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            r => r,
+        }
+    }
+}
+
+/// Unbuffered stdout.
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: fd 1 stays open for the life of the process; the buffer is
+        // valid for `buf.len()` bytes.
+        let n = unsafe { libc::write(io::stdout().as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The UART as a bus device.
+pub struct SerialDevice<W: Write + Send> {
+    pub serial: Serial<EventFdTrigger, RxReady, ConsoleOut<W>>,
+}
+
+impl<W: Write + Send> SerialDevice<W> {
+    /// A UART raising `irq` and writing to `out`.
+    pub fn new(irq: EventFdTrigger, rx_ready: RxReady, out: ConsoleOut<W>) -> Self {
+        SerialDevice {
+            serial: Serial::with_events(irq, rx_ready, out),
+        }
+    }
+
+    /// Queue bytes for the guest to read; returns how many fit.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        if self.serial.fifo_capacity() == 0 {
+            return 0;
+        }
+        self.serial.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+}
+
+impl<W: Write + Send> BusDevice for SerialDevice<W> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let v = if offset < u64::from(COM1_LEN) {
+            self.serial.read(offset as u8)
+        } else {
+            0xff
+        };
+        data.fill(0);
+        if let Some(b) = data.first_mut() {
+            *b = v;
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= u64::from(COM1_LEN) {
+            return;
+        }
+        if let Some(&b) = data.first() {
+            if let Err(e) = self.serial.write(offset as u8, b) {
+                log::debug!("serial write failed: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    fn watcher(marker: Option<&str>) -> (Arc<VmControl>, ConsoleWatcher) {
+        let c = Arc::new(VmControl::new().unwrap());
+        let w = ConsoleWatcher::new(c.clone(), marker.map(String::from));
+        (c, w)
+    }
+
+    fn feed(w: &mut ConsoleWatcher, s: &str) {
+        for b in s.bytes() {
+            w.push(b);
+        }
+    }
+
+    #[test]
+    fn panic_then_reset_is_a_panic() {
+        let (c, mut w) = watcher(None);
+        feed(
+            &mut w,
+            "[    1.0] Kernel panic - not syncing: VFS: Unable to mount root\n",
+        );
+        assert!(c.panic_seen());
+        assert!(!c.should_stop());
+        c.request_stop(StopReason::Reset);
+        assert_eq!(c.exit_code(), crate::ExitCode::GuestPanic);
+    }
+
+    #[test]
+    fn panic_end_stops() {
+        let (c, mut w) = watcher(None);
+        feed(&mut w, "---[ end Kernel panic - not syncing: x ]---\r\n");
+        assert_eq!(c.reason(), Some(StopReason::Panic));
+    }
+
+    #[test]
+    fn halt_stops_cleanly() {
+        let (c, mut w) = watcher(None);
+        feed(&mut w, "[   12.3] reboot: System halted\r\n");
+        assert_eq!(c.reason(), Some(StopReason::Halted));
+        assert_eq!(c.exit_code(), crate::ExitCode::Clean);
+    }
+
+    #[test]
+    fn partial_and_long_lines_are_harmless() {
+        let (c, mut w) = watcher(Some("READY"));
+        feed(&mut w, &"x".repeat(5000));
+        feed(&mut w, "\nKernel pan");
+        assert!(!c.panic_seen());
+        feed(&mut w, "\nREADY\n");
+        assert!(w.boot_marker_seen);
+    }
+
+    #[test]
+    fn uart_output_reaches_the_writer_and_raises_the_irq() {
+        let (c, w) = watcher(None);
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let mut dev = SerialDevice::new(
+            EventFdTrigger(irq.try_clone().unwrap()),
+            RxReady(EventFd::new(EFD_NONBLOCK).unwrap()),
+            ConsoleOut::new(Vec::new(), w),
+        );
+        dev.write(1, &[0x02]); // IER: THR empty interrupt
+        for b in b"reboot: System halted\n" {
+            dev.write(0, &[*b]);
+        }
+        assert_eq!(dev.serial.writer().inner(), b"reboot: System halted\n");
+        assert!(irq.read().unwrap() > 0);
+        assert_eq!(c.reason(), Some(StopReason::Halted));
+        // Input.
+        assert_eq!(dev.enqueue_input(b"ab"), 2);
+        let mut lsr = [0u8];
+        dev.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1);
+        let mut d = [0u8];
+        dev.read(0, &mut d);
+        assert_eq!(d[0], b'a');
+        // Out-of-range offsets are ignored.
+        dev.write(100, &[1]);
+        dev.read(100, &mut d);
+        assert_eq!(d[0], 0xff);
+    }
+}

@@ -53,6 +53,9 @@ build)
         echo "$out"
         exit 0
     fi
+    # One build at a time per cache (the built-in stage relinks the shared tree).
+    exec 9>"$CACHE/.lock"
+    flock 9 || die "cannot lock $CACHE/.lock"
     check_disk_space
     ensure_host_packages
     ensure_bindgen

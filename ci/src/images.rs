@@ -21,7 +21,11 @@ pub fn build() -> Result<PathBuf, String> {
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!("{} failed ({}): see the messages above", script.display(), out.status));
+        return Err(format!(
+            "{} failed ({}): see the messages above",
+            script.display(),
+            out.status
+        ));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir = stdout
@@ -30,7 +34,10 @@ pub fn build() -> Result<PathBuf, String> {
         .map(PathBuf::from)
         .ok_or_else(|| "images/build.sh printed no output folder".to_string())?;
     if !dir.join("vmlinux").is_file() {
-        return Err(format!("images/build.sh said {} but it has no vmlinux", dir.display()));
+        return Err(format!(
+            "images/build.sh said {} but it has no vmlinux",
+            dir.display()
+        ));
     }
     Ok(dir)
 }

@@ -11,8 +11,12 @@ use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
     eprintln!("usage: cargo xtask <images|test>");
-    eprintln!("  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)");
-    eprintln!("  test     build the images, then run every test (unit, property, boot-and-transfer)");
+    eprintln!(
+        "  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)"
+    );
+    eprintln!(
+        "  test     build the images, then run every test (unit, property, boot-and-transfer)"
+    );
     ExitCode::from(2)
 }
 

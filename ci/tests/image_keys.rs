@@ -43,7 +43,11 @@ fn keys(repo: &Path) -> BTreeMap<String, String> {
         .env("DMALAB_REPO", repo)
         .output()
         .expect("run images/build.sh keys");
-    assert!(out.status.success(), "build.sh keys failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "build.sh keys failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -53,7 +57,11 @@ fn keys(repo: &Path) -> BTreeMap<String, String> {
 }
 
 fn changed(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
-    before.keys().filter(|k| before[*k] != after[*k]).cloned().collect()
+    before
+        .keys()
+        .filter(|k| before[*k] != after[*k])
+        .cloned()
+        .collect()
 }
 
 fn append(path: &Path, text: &str) {
@@ -69,7 +77,9 @@ fn keys_are_stable_and_complete() {
     let b = keys(&repo);
     assert_eq!(a, b, "keys must not change when nothing changed");
     for stage in ["kernel", "driver", "builtin", "initramfs", "images"] {
-        let key = a.get(stage).unwrap_or_else(|| panic!("no {stage} key in {a:?}"));
+        let key = a
+            .get(stage)
+            .unwrap_or_else(|| panic!("no {stage} key in {a:?}"));
         assert_eq!(key.len(), 16, "{stage} key {key}");
     }
     fs::remove_dir_all(repo).unwrap();
@@ -80,7 +90,10 @@ fn kernel_inputs_move_every_key() {
     for (what, file) in [
         ("config", "images/kernel/dmalab.config"),
         ("pins", "images/versions.env"),
-        ("patch", "images/patches/0001-x86-complete-pvm-half-done-syscall.patch"),
+        (
+            "patch",
+            "images/patches/0001-x86-complete-pvm-half-done-syscall.patch",
+        ),
         ("recipe", "images/lib/kernel.sh"),
     ] {
         let repo = scratch_repo(what);
@@ -100,7 +113,11 @@ fn kernel_inputs_move_every_key() {
 fn a_new_patch_moves_the_kernel_key() {
     let repo = scratch_repo("newpatch");
     let before = keys(&repo);
-    fs::write(repo.join("images/patches/9999-test.patch"), "--- a/x\n+++ b/x\n").unwrap();
+    fs::write(
+        repo.join("images/patches/9999-test.patch"),
+        "--- a/x\n+++ b/x\n",
+    )
+    .unwrap();
     let after = keys(&repo);
     assert!(changed(&before, &after).contains(&"kernel".to_string()));
     fs::remove_dir_all(repo).unwrap();
@@ -112,7 +129,10 @@ fn driver_source_moves_driver_keys_not_the_kernel() {
     let before = keys(&repo);
     append(&repo.join("guest-driver/dmalab.rs"), "// more\n");
     let after = keys(&repo);
-    assert_eq!(changed(&before, &after), ["builtin", "driver", "images", "initramfs"]);
+    assert_eq!(
+        changed(&before, &after),
+        ["builtin", "driver", "images", "initramfs"]
+    );
     fs::remove_dir_all(repo).unwrap();
 }
 

@@ -56,6 +56,7 @@ configure_kernel() {
 build_kernel() {
     prepare_kernel_source
     KERNEL_BUILD=$CACHE/kernel/$KERNEL_KEY/build
+    KERNEL_OUT=$CACHE/kernel/$KERNEL_KEY/out
     [ -f "$CACHE/kernel/$KERNEL_KEY/build.ok" ] && return 0
     mkdir -p "$KERNEL_BUILD"
     step "configuring the kernel"
@@ -63,6 +64,11 @@ build_kernel() {
     step "building the kernel (about 6 min on 2 cores)"
     run_logged "kernel build" "$CACHE/kernel/$KERNEL_KEY/build.log" \
         kernel_make "$KERNEL_BUILD" vmlinux bzImage modules
+    # The tree's vmlinux is relinked by the built-in stage: keep this one.
+    mkdir -p "$KERNEL_OUT"
+    cp "$KERNEL_BUILD/vmlinux" "$KERNEL_BUILD/arch/x86/boot/bzImage" "$KERNEL_BUILD/System.map" \
+        "$KERNEL_OUT/"
+    cp "$KERNEL_BUILD/.config" "$KERNEL_OUT/kernel.config"
     touch "$CACHE/kernel/$KERNEL_KEY/build.ok"
 }
 
@@ -83,9 +89,10 @@ build_module() {
     cp "$MODULE_DIR/src/dmalab.ko" "$MODULE_DIR/dmalab.ko"
 }
 
-# A copy of the main build with the driver compiled in under drivers/misc/dmalab
-# (enabled by a make variable, so the main build never sees it); only the
-# driver and the final link are rebuilt.
+# The driver compiled into the kernel under drivers/misc/dmalab, enabled by a
+# make variable (DMALAB_BUILTIN=y) so the main configuration never changes:
+# built in the main tree, only the driver and the final link are redone. (A
+# copy of the tree would rebuild everything: objtool's absolute paths change.)
 build_builtin_kernel() {
     BUILTIN_DIR=$CACHE/builtin/$BUILTIN_KEY
     [ -f "$BUILTIN_DIR/vmlinux" ] && return 0
@@ -103,10 +110,7 @@ build_builtin_kernel() {
     echo 'obj-y += dmalab.o' >"$dir/Makefile"
     grep -q 'DMALAB_BUILTIN' "$KERNEL_SRC/drivers/misc/Makefile" ||
         echo 'obj-$(DMALAB_BUILTIN) += dmalab/' >>"$KERNEL_SRC/drivers/misc/Makefile"
-    step "copying the kernel build for the built-in variant"
-    cp -a "$KERNEL_BUILD" "$BUILTIN_DIR/build"
     run_logged "built-in kernel build" "$BUILTIN_DIR/build.log" \
-        kernel_make "$BUILTIN_DIR/build" DMALAB_BUILTIN=y vmlinux
-    cp "$BUILTIN_DIR/build/vmlinux" "$BUILTIN_DIR/vmlinux"
-    rm -rf "$BUILTIN_DIR/build"
+        kernel_make "$KERNEL_BUILD" DMALAB_BUILTIN=y vmlinux
+    cp "$KERNEL_BUILD/vmlinux" "$BUILTIN_DIR/vmlinux"
 }

@@ -46,17 +46,23 @@ fn main() -> ExitCode {
 
 fn transfer(dev: &mut File, offset: u64, len: usize, seed: u8) -> Result<(), String> {
     let data = pattern::bytes(len, seed);
-    dev.seek(SeekFrom::Start(offset)).map_err(|e| format!("seek to {offset}: {e}"))?;
+    dev.seek(SeekFrom::Start(offset))
+        .map_err(|e| format!("seek to {offset}: {e}"))?;
     let n = dev.write(&data).map_err(|e| format!("write: {e}"))?;
     if n != len {
         return Err(format!("short write: {n} of {len}"));
     }
     let mut back = vec![0u8; len];
-    dev.seek(SeekFrom::Start(offset)).map_err(|e| format!("seek to {offset}: {e}"))?;
-    dev.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+    dev.seek(SeekFrom::Start(offset))
+        .map_err(|e| format!("seek to {offset}: {e}"))?;
+    dev.read_exact(&mut back)
+        .map_err(|e| format!("read: {e}"))?;
     match pattern::first_difference(&data, &back) {
         None => Ok(()),
-        Some(i) => Err(format!("byte {i} differs: wrote {:#04x}, read {:#04x}", data[i], back[i])),
+        Some(i) => Err(format!(
+            "byte {i} differs: wrote {:#04x}, read {:#04x}",
+            data[i], back[i]
+        )),
     }
 }
 
@@ -75,7 +81,10 @@ fn selftest(path: &str) -> ExitCode {
             Ok(()) => {
                 passed += 1;
                 bytes += len;
-                println!("dma24-tool: ok offset={offset} len={len} hash={:016x}", pattern::fnv1a(&pattern::bytes(len, i as u8)));
+                println!(
+                    "dma24-tool: ok offset={offset} len={len} hash={:016x}",
+                    pattern::fnv1a(&pattern::bytes(len, i as u8))
+                );
             }
             Err(e) => {
                 failed += 1;
@@ -95,7 +104,10 @@ fn boot_done() -> ExitCode {
     // SAFETY: ioperm only changes this process's I/O permission bitmap; it
     // fails with EPERM without CAP_SYS_RAWIO, which is reported.
     if unsafe { libc::ioperm(TIMER_PORT.into(), 1, 1) } != 0 {
-        eprintln!("dma24-tool: ioperm({TIMER_PORT:#x}): {}", std::io::Error::last_os_error());
+        eprintln!(
+            "dma24-tool: ioperm({TIMER_PORT:#x}): {}",
+            std::io::Error::last_os_error()
+        );
         return ExitCode::FAILURE;
     }
     // SAFETY: the port was granted above; writing it only informs the VMM.

@@ -5,7 +5,13 @@
 /// `len` bytes that differ with position and seed (never all equal).
 pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed).wrapping_add((i >> 8) as u8) ^ 0xa5)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(seed)
+                .wrapping_add((i >> 8) as u8)
+                ^ 0xa5
+        })
         .collect()
 }
 
@@ -19,7 +25,9 @@ pub fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 
 /// 64-bit FNV-1a of the bytes (printed so a person can match lines by eye).
 pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

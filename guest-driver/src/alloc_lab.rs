@@ -1,0 +1,414 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The allocator lab: the buffer sources a driver might bounce DMA through,
+//! each mapped with the streaming DMA API for the device. On a 24-bit device
+//! the ones that can hand out memory above 16 MiB fail at mapping time, are
+//! reported, and never reach the device. The expected outcome of each is in
+//! README.md ("Allocator lab").
+
+use crate::{
+    device::{bump, DevCounters, ErrorSource, LastError, Live},
+    dma_raw::{KBuf, SgBuf, SgMap, SingleMap},
+    transfer::{Dir, CHUNK},
+};
+use kernel::{io::Io, prelude::*};
+
+/// A buffer source. The numbers are the user-space ABI (`DMA24_ALLOC_*`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
+pub(crate) enum Allocator {
+    /// `kmalloc(len, GFP_KERNEL | GFP_DMA)`.
+    KmallocDma = 0,
+    /// `kmalloc(len, GFP_KERNEL)`.
+    KmallocKernel = 1,
+    /// `kzalloc(len, GFP_KERNEL)`.
+    Kzalloc = 2,
+    /// `kmem_cache_alloc()` from a cache created with `SLAB_CACHE_DMA`.
+    KmemCacheDma = 3,
+    /// `__get_free_pages(GFP_KERNEL | GFP_DMA, get_order(len))`.
+    PagesDma = 4,
+    /// `vmalloc(len)`, mapped page by page through a scatter-gather table.
+    Vmalloc = 5,
+    /// Single pages from `alloc_pages(GFP_KERNEL | GFP_DMA, 0)` in a
+    /// scatter-gather table, one descriptor per page.
+    SgPagesDma = 6,
+}
+
+impl Allocator {
+    /// Every allocator, in ABI order.
+    pub(crate) const ALL: [Allocator; 7] = [
+        Allocator::KmallocDma,
+        Allocator::KmallocKernel,
+        Allocator::Kzalloc,
+        Allocator::KmemCacheDma,
+        Allocator::PagesDma,
+        Allocator::Vmalloc,
+        Allocator::SgPagesDma,
+    ];
+
+    pub(crate) fn from_u32(v: u32) -> Result<Self> {
+        Self::ALL.get(usize::try_from(v)?).copied().ok_or(EINVAL)
+    }
+
+    /// Short name, as shown in debugfs and the kernel log.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Allocator::KmallocDma => "kmalloc-dma",
+            Allocator::KmallocKernel => "kmalloc-kernel",
+            Allocator::Kzalloc => "kzalloc",
+            Allocator::KmemCacheDma => "kmem-cache-dma",
+            Allocator::PagesDma => "get-free-pages-dma",
+            Allocator::Vmalloc => "vmalloc",
+            Allocator::SgPagesDma => "sg-pages-dma",
+        }
+    }
+
+    /// The allocation call it stands for.
+    pub(crate) fn call(self) -> &'static str {
+        match self {
+            Allocator::KmallocDma => "kmalloc(GFP_KERNEL | GFP_DMA)",
+            Allocator::KmallocKernel => "kmalloc(GFP_KERNEL)",
+            Allocator::Kzalloc => "kzalloc(GFP_KERNEL)",
+            Allocator::KmemCacheDma => "kmem_cache_alloc(SLAB_CACHE_DMA cache)",
+            Allocator::PagesDma => "__get_free_pages(GFP_KERNEL | GFP_DMA)",
+            Allocator::Vmalloc => "vmalloc()",
+            Allocator::SgPagesDma => "alloc_pages(GFP_KERNEL | GFP_DMA, 0) x N",
+        }
+    }
+
+    /// Takes its memory from ZONE_DMA, so a device whose mask covers ZONE_DMA
+    /// (24 bits or more) can always reach it.
+    pub(crate) fn zone_dma(self) -> bool {
+        matches!(
+            self,
+            Allocator::KmallocDma
+                | Allocator::KmemCacheDma
+                | Allocator::PagesDma
+                | Allocator::SgPagesDma
+        )
+    }
+
+    /// Transfers through a scatter-gather table and descriptor mode.
+    pub(crate) fn is_sg(self) -> bool {
+        matches!(self, Allocator::Vmalloc | Allocator::SgPagesDma)
+    }
+}
+
+/// An unmapped buffer from one allocator.
+pub(crate) enum LabBuf {
+    Single(KBuf),
+    Sg(SgBuf),
+}
+
+impl LabBuf {
+    /// Allocates `len` bytes from `alloc`. `sg_offset` is where the data
+    /// starts in the first page ([`Allocator::SgPagesDma`] only).
+    pub(crate) fn new(
+        live: &Live<'_>,
+        alloc: Allocator,
+        len: usize,
+        sg_offset: usize,
+    ) -> Result<Self> {
+        if len == 0 || len > CHUNK {
+            return Err(EINVAL);
+        }
+        Ok(match alloc {
+            Allocator::KmallocDma => LabBuf::Single(KBuf::kmalloc(len, true, false)?),
+            Allocator::KmallocKernel => LabBuf::Single(KBuf::kmalloc(len, false, false)?),
+            Allocator::Kzalloc => LabBuf::Single(KBuf::kmalloc(len, false, true)?),
+            Allocator::KmemCacheDma => {
+                let cache = live.dev.dma_cache.as_ref().ok_or(ENODEV)?;
+                LabBuf::Single(KBuf::from_cache(cache, len)?)
+            }
+            Allocator::PagesDma => LabBuf::Single(KBuf::pages_dma(len)?),
+            Allocator::Vmalloc => LabBuf::Sg(SgBuf::vmalloc(len)?),
+            Allocator::SgPagesDma => LabBuf::Sg(SgBuf::zone_dma_pages(len, sg_offset)?),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            LabBuf::Single(b) => b.len(),
+            LabBuf::Sg(b) => b.len(),
+        }
+    }
+
+    /// Lowest and highest physical address of the buffer's bytes.
+    pub(crate) fn phys_range(&mut self) -> (u64, u64) {
+        match self {
+            LabBuf::Single(b) => {
+                let lo = b.phys_addr();
+                (lo, lo + b.len() as u64 - 1)
+            }
+            LabBuf::Sg(b) => b.phys_range(),
+        }
+    }
+}
+
+/// A mapped buffer.
+pub(crate) enum Mapping<'a> {
+    Single(SingleMap<'a>),
+    Sg(SgMap<'a>),
+}
+
+impl Mapping<'_> {
+    /// Mapped length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Mapping::Single(m) => m.len(),
+            Mapping::Sg(m) => m.len(),
+        }
+    }
+
+    /// Calls `f` on the first `len` bytes, in order, piece by piece (one
+    /// piece for contiguous buffers), after syncing them for the CPU; stops
+    /// when `f` returns `false`.
+    pub(crate) fn cpu(&mut self, len: usize, mut f: impl FnMut(&mut [u8]) -> bool) {
+        match self {
+            Mapping::Single(m) => {
+                let bytes = m.cpu();
+                let n = len.min(bytes.len());
+                f(&mut bytes[..n]);
+            }
+            Mapping::Sg(m) => m.cpu(len, f),
+        }
+    }
+}
+
+/// The test pattern: byte `i` of a buffer filled with `seed`.
+pub(crate) fn pattern(seed: u8, i: usize) -> u8 {
+    (i as u8)
+        .wrapping_mul(7)
+        .wrapping_add((i >> 8) as u8)
+        .wrapping_add(seed)
+}
+
+/// Fills the first `len` bytes of `map` with the pattern.
+pub(crate) fn fill(map: &mut Mapping<'_>, len: usize, seed: u8) {
+    let mut i = 0;
+    map.cpu(len, |piece| {
+        for b in piece.iter_mut() {
+            *b = pattern(seed, i);
+            i += 1;
+        }
+        true
+    });
+}
+
+/// Counts bytes of `map` that differ from the pattern.
+pub(crate) fn count_mismatches(map: &mut Mapping<'_>, len: usize, seed: u8) -> usize {
+    let mut i = 0;
+    let mut bad = 0;
+    map.cpu(len, |piece| {
+        for b in piece.iter() {
+            if *b != pattern(seed, i) {
+                bad += 1;
+            }
+            i += 1;
+        }
+        true
+    });
+    bad
+}
+
+/// Result of one lab round trip (see [`Live::round_trip`]).
+#[derive(Debug)]
+pub(crate) struct RoundTrip {
+    pub(crate) alloc: Allocator,
+    /// Physical range of the to-device buffer (0, 0 if allocation failed).
+    pub(crate) phys_lo: u64,
+    pub(crate) phys_hi: u64,
+    /// Whether the DMA API can map that range for this device: the whole
+    /// buffer is at or below the DMA mask.
+    pub(crate) predicted_ok: bool,
+    /// Overall outcome.
+    pub(crate) result: Result,
+    /// Device-memory bytes (checked with readb) that differ from what was sent.
+    pub(crate) devmem_mismatches: usize,
+    /// Bytes read back by DMA that differ from what was sent.
+    pub(crate) mismatches: usize,
+    /// Transfers the device counted meanwhile (REG_COUNT_TRANSFERS).
+    pub(crate) device_transfers: u64,
+}
+
+impl<'a> Live<'a> {
+    /// Allocates `len` bytes from `alloc` and maps them for `dir`.
+    ///
+    /// An allocation failure gives `ENOMEM`; a buffer the DMA API cannot map
+    /// for the device gives `EIO` (the mapping error is caught here and the
+    /// buffer is never handed to the device). Both are logged with `dev_err`
+    /// and recorded as the last error.
+    pub(crate) fn map_bounce(
+        &mut self,
+        alloc: Allocator,
+        len: usize,
+        sg_offset: usize,
+        dir: Dir,
+    ) -> Result<Mapping<'a>> {
+        let buf = LabBuf::new(self, alloc, len, sg_offset);
+        self.map_buf(alloc, buf, dir)
+    }
+
+    fn map_buf(&mut self, alloc: Allocator, buf: Result<LabBuf>, dir: Dir) -> Result<Mapping<'a>> {
+        let dev = self.dev;
+        self.active_alloc = alloc as u32;
+        let mut record = LastError {
+            alloc: alloc as u32,
+            from_device: dir == Dir::FromDevice,
+            ..LastError::default()
+        };
+        let mut buf = match buf {
+            Ok(buf) => buf,
+            Err(e) => {
+                dev_err!(
+                    self.pdev,
+                    "{}: {} allocation for a DMA buffer failed: {:?}\n",
+                    dev.name,
+                    alloc.call(),
+                    e
+                );
+                record.errno = e.to_errno();
+                record.source = ErrorSource::Alloc;
+                dev.record_error(record);
+                return Err(e);
+            }
+        };
+        let len = buf.len();
+        let (lo, hi) = buf.phys_range();
+        let ddev = self.ddev;
+        let mapped = match buf {
+            LabBuf::Single(b) => SingleMap::new(ddev, b, len, dir.dma()).map(Mapping::Single),
+            LabBuf::Sg(b) => SgMap::new(ddev, b, dir.dma()).map(Mapping::Sg),
+        };
+        mapped.inspect_err(|e| {
+            let mask = dev.info.dma_mask;
+            bump(&dev.stats.map_errors, 1);
+            bump(&dev.stats.transfers_failed, 1);
+            dev_err!(
+                self.pdev,
+                "{}: DMA mapping of a {}-byte {} buffer at physical {:#x}..{:#x} failed ({:?}): \
+                 {}; the buffer was not handed to the device\n",
+                dev.name,
+                len,
+                alloc.call(),
+                lo,
+                hi,
+                e,
+                if hi > mask {
+                    "it lies beyond the device's DMA mask and nothing bounces it"
+                } else {
+                    "unexpected, the buffer is within the DMA mask"
+                }
+            );
+            record.errno = e.to_errno();
+            record.source = ErrorSource::Mapping;
+            record.bus_addr = lo;
+            record.len = u32::try_from(len).unwrap_or(u32::MAX);
+            dev.record_error(record);
+        })
+    }
+
+    /// DMA of the first `len` bytes of `map` to or from device memory at
+    /// `dev_offset`, in single or scatter-gather mode as the buffer needs.
+    pub(crate) fn dma(
+        &mut self,
+        map: &mut Mapping<'_>,
+        dev_offset: usize,
+        len: usize,
+        dir: Dir,
+    ) -> Result {
+        match map {
+            Mapping::Single(m) => self.dma_single(m, dev_offset, len, dir),
+            Mapping::Sg(m) => self.dma_sg(m, dev_offset, len, dir),
+        }
+    }
+
+    /// Bytes of device memory at `dev_offset` that differ from the pattern,
+    /// read back with `readb` (every byte of short ranges; the ends and every
+    /// 251st byte of long ones, since each `readb` is a VM exit).
+    pub(crate) fn devmem_mismatches(&self, dev_offset: usize, len: usize, seed: u8) -> Result<usize> {
+        let mut bad = 0;
+        for i in 0..len {
+            if len > 256 && i >= 64 && i + 64 < len && i % 251 != 0 {
+                continue;
+            }
+            if self.devmem.try_read8(dev_offset + i)? != pattern(seed, i) {
+                bad += 1;
+            }
+        }
+        Ok(bad)
+    }
+
+    /// One lab round trip: `len` bytes from `alloc` filled with a pattern,
+    /// DMA'd to device memory at `dev_offset`, checked there with `readb`,
+    /// DMA'd back into a second buffer from the same allocator and compared.
+    pub(crate) fn round_trip(
+        &mut self,
+        alloc: Allocator,
+        dev_offset: usize,
+        len: usize,
+        sg_offset: usize,
+        seed: u8,
+    ) -> RoundTrip {
+        let before = DevCounters::read(self.regs);
+        let mut rt = RoundTrip {
+            alloc,
+            phys_lo: 0,
+            phys_hi: 0,
+            predicted_ok: false,
+            result: Ok(()),
+            devmem_mismatches: 0,
+            mismatches: 0,
+            device_transfers: 0,
+        };
+        rt.result = self.round_trip_inner(&mut rt, dev_offset, len, sg_offset, seed);
+        let after = DevCounters::read(self.regs);
+        rt.device_transfers = after.transfers.wrapping_sub(before.transfers);
+        rt
+    }
+
+    fn round_trip_inner(
+        &mut self,
+        rt: &mut RoundTrip,
+        dev_offset: usize,
+        len: usize,
+        sg_offset: usize,
+        seed: u8,
+    ) -> Result {
+        self.check_range(dev_offset, len)?;
+        let mut buf = LabBuf::new(self, rt.alloc, len, sg_offset);
+        if let Ok(b) = &mut buf {
+            (rt.phys_lo, rt.phys_hi) = b.phys_range();
+            rt.predicted_ok = rt.phys_hi <= self.dev.info.dma_mask;
+        }
+        let mut out = self.map_buf(rt.alloc, buf, Dir::ToDevice)?;
+        fill(&mut out, len, seed);
+        self.dma(&mut out, dev_offset, len, Dir::ToDevice)?;
+        drop(out);
+        rt.devmem_mismatches = self.devmem_mismatches(dev_offset, len, seed)?;
+
+        let mut back = self.map_bounce(rt.alloc, len, sg_offset, Dir::FromDevice)?;
+        // Poison, so bytes the device did not write show up as mismatches.
+        back.cpu(len, |piece| {
+            piece.fill(0xa5);
+            true
+        });
+        self.dma(&mut back, dev_offset, len, Dir::FromDevice)?;
+        rt.mismatches = count_mismatches(&mut back, len, seed);
+        if rt.mismatches != 0 || rt.devmem_mismatches != 0 {
+            dev_err!(
+                self.pdev,
+                "{}: {} round trip of {} bytes at device offset {:#x}: {} bytes differ in device \
+                 memory, {} after reading back\n",
+                self.dev.name,
+                rt.alloc.name(),
+                len,
+                dev_offset,
+                rt.devmem_mismatches,
+                rt.mismatches
+            );
+            return Err(EIO);
+        }
+        Ok(())
+    }
+}

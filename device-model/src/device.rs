@@ -22,6 +22,7 @@ use thiserror::Error;
 use vm_memory::GuestMemory;
 
 use crate::config::PciConfig;
+use crate::devmem::DeviceMemory;
 use crate::engine::{check_single, DmaMask, Engine, Job, Report};
 use crate::options::{Dma24Config, OptionsError, Overflow};
 use crate::outcome::{Direction, Outcome};
@@ -52,7 +53,7 @@ struct Shared<M> {
     state: Mutex<State>,
     /// Signalled when a transfer finishes (for `wait_idle`).
     idle: Condvar,
-    devmem: Mutex<Vec<u8>>,
+    devmem: Mutex<DeviceMemory>,
     tracer: Tracer,
     irq: Arc<dyn InterruptSink>,
 }
@@ -107,7 +108,7 @@ impl<M: GuestMemory + Send + Sync + 'static> Dma24<M> {
             }),
             config,
             idle: Condvar::new(),
-            devmem: Mutex::new(vec![0; devmem_size]),
+            devmem: Mutex::new(DeviceMemory::new(devmem_size)),
             tracer: Tracer::new(trace),
             irq,
         });
@@ -272,7 +273,8 @@ impl<M: GuestMemory + Send + Sync + 'static> Shared<M> {
         };
         let report = {
             let mut devmem = lock(&self.devmem);
-            Engine::new(&self.mem, self.mask(), &self.tracer).run(job, &mut devmem, &gate)
+            let devmem = devmem.as_mut_slice();
+            Engine::new(&self.mem, self.mask(), &self.tracer).run(job, devmem, &gate)
         };
         let mut st = lock(&self.state);
         if st.generation == generation {
@@ -360,6 +362,7 @@ impl<M: GuestMemory + Send + Sync + 'static> PciDevice for Dma24<M> {
         } else {
             drop(st);
             let devmem = lock(&self.shared.devmem);
+            let devmem = devmem.as_slice();
             for (i, out) in data.iter_mut().enumerate() {
                 let at = offset
                     .checked_add(i as u64)
@@ -381,6 +384,7 @@ impl<M: GuestMemory + Send + Sync + 'static> PciDevice for Dma24<M> {
         } else {
             drop(st);
             let mut devmem = lock(&self.shared.devmem);
+            let devmem = devmem.as_mut_slice();
             for (i, &b) in data.iter().enumerate() {
                 let at = offset
                     .checked_add(i as u64)

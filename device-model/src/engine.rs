@@ -278,7 +278,7 @@ impl<'a, M: GuestMemory> Engine<'a, M> {
             Ok(()) => Outcome::Ok,
             Err(o) => o,
         };
-        let hash = (outcome.moved() && self.tracer.enabled()).then(|| hash_bytes(dev));
+        let hash = (outcome.moved() && self.tracer.hashes()).then(|| hash_bytes(dev));
         self.record(p, dir, addr, Some(eff), len, dev_offset, outcome, hash);
         p.report.truncated |= truncated && outcome.moved();
         if outcome.moved() {

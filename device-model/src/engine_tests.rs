@@ -537,3 +537,44 @@ fn no_hash_without_trace() {
     assert_eq!(rep.last_seq, 1);
     assert_eq!(rep.bytes, 4096);
 }
+
+#[test]
+fn trace_without_hash() {
+    let m = mem(&[(0, 0x1_0000)]);
+    let buf = SharedBuf::default();
+    let opts = crate::trace::TraceOptions {
+        hash: false,
+        ..Default::default()
+    };
+    let sink = TraceSink::from_writer(
+        "t".into(),
+        Box::new(buf.clone()),
+        &Dma24Config::default(),
+        opts,
+    )
+    .unwrap();
+    let tracer = Tracer::new(Some(sink.clone()));
+    assert!(tracer.enabled() && !tracer.hashes());
+    let engine = Engine::new(
+        &m,
+        DmaMask {
+            bits: 24,
+            overflow: Overflow::Reject,
+        },
+        &tracer,
+    );
+    let mut dev = vec![0u8; 64];
+    let rep = engine.run(&single(Direction::ToDevice, 0, 64, 0), &mut dev, &ok);
+    assert_eq!(rep.failure, None);
+    sink.finish().unwrap();
+    assert!(buf
+        .text()
+        .lines()
+        .next()
+        .unwrap()
+        .contains("\"hash\":\"none\""));
+    let recs = buf.records();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].outcome, Outcome::Ok);
+    assert_eq!(recs[0].hash, None);
+}

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod device;
+pub mod devmem;
 pub mod engine;
 pub mod options;
 pub mod outcome;

@@ -212,9 +212,14 @@ impl Tracer {
         }
     }
 
-    /// True when records are written (so hashes are worth computing).
+    /// True when records are written.
     pub fn enabled(&self) -> bool {
         self.sink.is_some()
+    }
+
+    /// True when records carry a hash of the bytes moved.
+    pub fn hashes(&self) -> bool {
+        self.sink.as_ref().is_some_and(TraceSink::hashes)
     }
 
     pub fn sink(&self) -> Option<&TraceSink> {

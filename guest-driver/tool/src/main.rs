@@ -83,7 +83,7 @@ fn selftest(path: &str) -> ExitCode {
                 bytes += len;
                 println!(
                     "dma24-tool: ok offset={offset} len={len} hash={:016x}",
-                    pattern::fnv1a(&pattern::bytes(len, i as u8))
+                    pattern::trace_hash(&pattern::bytes(len, i as u8))
                 );
             }
             Err(e) => {

@@ -1,0 +1,159 @@
+//! Boots one guest in dmalab and collects what it left: the console, the exit
+//! status and the DMA trace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the built images and the dmalab binary are.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    pub images: PathBuf,
+    pub dmalab: PathBuf,
+}
+
+impl Artifacts {
+    /// From the environment `cargo xtask test` sets (DMALAB_IMAGES, DMALAB_BIN),
+    /// else the cache's `images/current` and the workspace's own build of
+    /// dmalab. `None` when something is missing: the caller decides whether
+    /// that skips (plain `cargo test`) or fails (DMALAB_REQUIRE_IMAGES=1).
+    pub fn find() -> Result<Artifacts, String> {
+        let images = match std::env::var_os("DMALAB_IMAGES") {
+            Some(p) => PathBuf::from(p),
+            None => cache_dir().join("images/current"),
+        };
+        if !images.join("vmlinux").is_file() {
+            return Err(format!(
+                "no guest images in {} (build them with `cargo xtask images`)",
+                images.display()
+            ));
+        }
+        let dmalab = match std::env::var_os("DMALAB_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let target = crate::workspace_root().join("target");
+                ["release", "debug"]
+                    .iter()
+                    .map(|p| target.join(p).join("dmalab"))
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| "no dmalab binary (run `cargo build --release -p vmm`)".to_string())?
+            }
+        };
+        Ok(Artifacts { images, dmalab })
+    }
+
+    /// Like [`Artifacts::find`], but prints why a test is skipped, and panics
+    /// instead when images are required (CI).
+    pub fn for_test(test: &str) -> Option<Artifacts> {
+        match Artifacts::find() {
+            Ok(a) => Some(a),
+            Err(why) if std::env::var_os("DMALAB_REQUIRE_IMAGES").is_some_and(|v| v == "1") => {
+                panic!("{test}: {why}, and DMALAB_REQUIRE_IMAGES=1")
+            }
+            Err(why) => {
+                eprintln!("SKIPPED {test}: {why}");
+                None
+            }
+        }
+    }
+}
+
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("DMALAB_CACHE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/dmalab"),
+    }
+}
+
+/// One guest to boot.
+#[derive(Clone, Debug)]
+pub struct GuestSpec {
+    /// A short name, used for the files it leaves.
+    pub name: String,
+    /// File name inside the images folder: `vmlinux` or `vmlinux-kunit`.
+    pub kernel: String,
+    pub initrd: bool,
+    /// Appended to dmalab's default guest command line.
+    pub cmdline: String,
+    /// `--device` value, e.g. `dma24,overflow=truncate`; None: no device.
+    pub device: Option<String>,
+    pub mem_mib: u32,
+    pub timeout: Duration,
+}
+
+/// What a finished guest left.
+#[derive(Debug)]
+pub struct GuestRun {
+    pub name: String,
+    /// dmalab's exit status (None if it was killed by a signal).
+    pub exit: Option<i32>,
+    /// Everything dmalab printed: guest console and VMM log.
+    pub console: String,
+    pub trace: Option<PathBuf>,
+    pub wall: Duration,
+}
+
+impl GuestRun {
+    /// The last `n` lines of the console, for failure messages.
+    pub fn console_tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.console.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Lines printed by the initramfs' init (`dmalab-init: ...`), prefix removed.
+    pub fn init_lines(&self) -> Vec<&str> {
+        self.console
+            .lines()
+            .filter_map(|l| l.split_once("dmalab-init: ").map(|(_, r)| r))
+            .collect()
+    }
+}
+
+/// Boots `spec` with `artifacts`, writing console and trace under `out_dir`.
+pub fn boot(artifacts: &Artifacts, spec: &GuestSpec, out_dir: &Path) -> Result<GuestRun, String> {
+    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let kernel = artifacts.images.join(&spec.kernel);
+    if !kernel.is_file() {
+        return Err(format!("{} is missing from the images", kernel.display()));
+    }
+    let mut cmd = Command::new(&artifacts.dmalab);
+    cmd.arg("run")
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--mem")
+        .arg(spec.mem_mib.to_string())
+        .arg("--timeout")
+        .arg(spec.timeout.as_secs().to_string())
+        .arg("--log-level")
+        .arg("info");
+    if spec.initrd {
+        cmd.arg("--initrd").arg(artifacts.images.join("initramfs.cpio"));
+    }
+    if !spec.cmdline.is_empty() {
+        cmd.arg("--cmdline").arg(&spec.cmdline);
+    }
+    let trace = spec.device.as_ref().map(|_| out_dir.join(format!("{}.trace.jsonl", spec.name)));
+    if let Some(device) = &spec.device {
+        cmd.arg("--device").arg(device);
+    }
+    if let Some(trace) = &trace {
+        let _ = std::fs::remove_file(trace);
+        cmd.arg("--trace").arg(trace);
+    }
+    let started = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", artifacts.dmalab.display()))?;
+    let mut console = String::from_utf8_lossy(&out.stdout).into_owned();
+    console.push_str(&String::from_utf8_lossy(&out.stderr));
+    let log = out_dir.join(format!("{}.console.log", spec.name));
+    let _ = std::fs::write(&log, &console);
+    Ok(GuestRun {
+        name: spec.name.clone(),
+        exit: out.status.code(),
+        console,
+        trace,
+        wall: started.elapsed(),
+    })
+}

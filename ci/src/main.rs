@@ -2,15 +2,18 @@
 //!
 //! - `images`: build (or find in the cache) the guest kernel, initramfs and
 //!   driver module; prints the output folder.
+//! - `demo`: `images`, then boot the guest with the device and the trace on,
+//!   run transfers, print the result and the trace summary.
 //! - `test`: `images`, then every test of the workspace with the images
 //!   required (a missing image fails instead of skipping).
 
+mod demo;
 mod images;
 
 use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <images|test>");
+    eprintln!("usage: cargo xtask <images|demo|test>");
     eprintln!(
         "  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)"
     );
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("images") => images::build().map(|dir| println!("{}", dir.display())),
+        Some("demo") => demo::run(),
         Some("test") => run_tests(&args[1..]),
         _ => return usage(),
     };
@@ -39,10 +43,12 @@ fn main() -> ExitCode {
 /// Every test of the workspace, with the images in place and required.
 fn run_tests(extra: &[String]) -> Result<(), String> {
     let dir = images::build()?;
+    let dmalab = demo::build_dmalab()?;
     let status = Command::new(env!("CARGO"))
         .args(["test", "--workspace"])
         .args(extra)
         .env("DMALAB_IMAGES", &dir)
+        .env("DMALAB_BIN", &dmalab)
         .env("DMALAB_REQUIRE_IMAGES", "1")
         .current_dir(images::repo_root())
         .status()

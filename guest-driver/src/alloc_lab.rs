@@ -152,14 +152,6 @@ pub(crate) enum Mapping<'a> {
 }
 
 impl Mapping<'_> {
-    /// Mapped length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Mapping::Single(m) => m.len(),
-            Mapping::Sg(m) => m.len(),
-        }
-    }
-
     /// Calls `f` on the first `len` bytes, in order, piece by piece (one
     /// piece for contiguous buffers), after syncing them for the CPU; stops
     /// when `f` returns `false`.

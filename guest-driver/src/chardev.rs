@@ -69,6 +69,8 @@ pub(crate) struct Dma24Info {
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Dma24Counters {
+    /// Transfers started (STARTs written; each is one `transfer` in the host trace).
+    pub(crate) starts: u64,
     pub(crate) transfers_ok: u64,
     pub(crate) transfers_failed: u64,
     pub(crate) bytes_to_device: u64,
@@ -158,7 +160,7 @@ unsafe impl FromBytes for Dma24Selftest {}
 
 const _: () = {
     assert!(core::mem::size_of::<Dma24Info>() == 48);
-    assert!(core::mem::size_of::<Dma24Counters>() == 128);
+    assert!(core::mem::size_of::<Dma24Counters>() == 136);
     assert!(core::mem::size_of::<Dma24LastError>() == 64);
     assert!(core::mem::size_of::<Dma24Selftest>() == 112);
 };
@@ -197,6 +199,7 @@ impl Dma24 {
         let s = &self.stats;
         let d = self.device_counters().unwrap_or_default();
         Dma24Counters {
+            starts: get(&s.starts),
             transfers_ok: get(&s.transfers_ok),
             transfers_failed: get(&s.transfers_failed),
             bytes_to_device: get(&s.bytes_to_device),

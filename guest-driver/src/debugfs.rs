@@ -36,6 +36,7 @@ fn info(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
 
 fn counters(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
     let s = &dev.stats;
+    writeln!(f, "starts {}", get(&s.starts))?;
     writeln!(f, "transfers_ok {}", get(&s.transfers_ok))?;
     writeln!(f, "transfers_failed {}", get(&s.transfers_failed))?;
     writeln!(f, "bytes_to_device {}", get(&s.bytes_to_device))?;
@@ -81,12 +82,13 @@ fn allocators(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
     for a in Allocator::ALL {
         writeln!(
             f,
-            "{} {} {} {}{}",
+            "{} {} {} {}{}{}",
             if a == current { '*' } else { ' ' },
             a as u32,
             a.name(),
             a.call(),
-            if a.zone_dma() { " [ZONE_DMA]" } else { "" }
+            if a.zone_dma() { " [ZONE_DMA]" } else { "" },
+            if a.is_sg() { " [SG]" } else { "" }
         )?;
     }
     Ok(())

@@ -81,6 +81,9 @@ impl DeviceInfo {
 
 /// Driver-side counters.
 pub(crate) struct Stats {
+    /// Transfers started (each START written to REG_DMA_CMD: one trace
+    /// `transfer` id on the host).
+    pub(crate) starts: Atomic<u64>,
     pub(crate) transfers_ok: Atomic<u64>,
     pub(crate) transfers_failed: Atomic<u64>,
     pub(crate) bytes_to_device: Atomic<u64>,
@@ -96,6 +99,7 @@ pub(crate) struct Stats {
 impl Stats {
     const fn new() -> Self {
         Self {
+            starts: Atomic::new(0),
             transfers_ok: Atomic::new(0),
             transfers_failed: Atomic::new(0),
             bytes_to_device: Atomic::new(0),
@@ -268,6 +272,11 @@ impl Dma24 {
             active_alloc,
         };
         f(&mut live)
+    }
+
+    /// `dma24-N` as a `&str`.
+    pub(crate) fn label(&self) -> &'static str {
+        self.name.to_str().unwrap_or("dma24-?")
     }
 
     /// Whether the device is bound (a snapshot).
@@ -484,6 +493,7 @@ fn identify(pdev: &pci::Device<Core<'_>>, regs: &pci::Bar<'_, REGS_SIZE>) -> Res
 
 fn probe(pdev: &pci::Device<Core<'_>>) -> Result<DriverData> {
     pdev.enable_device_mem()?;
+    crate::sys::disable_on_unbind(pdev)?;
     pdev.set_master();
 
     let regs = pdev.iomap_region_sized::<REGS_SIZE>(BAR_REGS, c"dmalab-regs")?;

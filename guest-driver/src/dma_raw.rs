@@ -309,11 +309,6 @@ impl<'a> SingleMap<'a> {
         self.len
     }
 
-    /// Physical address of the buffer.
-    pub(crate) fn phys_addr(&self) -> u64 {
-        self.buf.phys_addr()
-    }
-
     /// The mapped bytes for the CPU, after `dma_sync_single_for_cpu()` if the device owned them.
     pub(crate) fn cpu(&mut self) -> &mut [u8] {
         if !self.cpu_owns {

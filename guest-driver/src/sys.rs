@@ -13,14 +13,18 @@
 //!   aborting it (an abort would skip unlocking and unmapping).
 //! - [`pci_device_present`]: is a function with given IDs on the PCI bus,
 //!   bound or not.
+//! - [`disable_on_unbind`]: `pci_disable_device()` when the device is unbound
+//!   (the Rust PCI API enables a device but has no managed disable).
 //! - [`release_driver`] / [`attach_driver`]: unbind a device from its driver
 //!   and probe it again (`device_release_driver()`, `device_attach()`), for
 //!   the KUnit unbind/rebind cycle.
 
 use kernel::{
     bindings,
-    device::Device,
+    device::{Core, Device},
+    devres, pci,
     prelude::*,
+    sync::aref::ARef,
     time::msecs_to_jiffies,
     types::Opaque,
 };
@@ -141,4 +145,26 @@ pub(crate) fn pci_device_present(vendor: u16, device: u16) -> bool {
     // SAFETY: `pdev` was returned with a reference by `pci_get_device()`; dropped once.
     unsafe { bindings::pci_dev_put(pdev) };
     true
+}
+
+/// Undoes `pci_enable_device_mem()` when dropped.
+struct PciEnabled(ARef<pci::Device>);
+
+impl Drop for PciEnabled {
+    fn drop(&mut self) {
+        let pdev: &pci::Device = &self.0;
+        // CAST: `pci::Device` is a `#[repr(transparent)]` wrapper of `Opaque<struct pci_dev>`.
+        let raw = core::ptr::from_ref(pdev).cast_mut().cast::<bindings::pci_dev>();
+        // SAFETY: `raw` is a live PCI device (we hold a reference) that probe enabled once with
+        // `pci_enable_device_mem()`; this is the matching disable, run once by devres on unbind.
+        unsafe { bindings::pci_disable_device(raw) };
+    }
+}
+
+/// Registers a devres action that calls `pci_disable_device()` on unbind,
+/// after the driver's other device resources are released (devres runs in
+/// reverse order, so call this right after enabling the device).
+pub(crate) fn disable_on_unbind(pdev: &pci::Device<Core<'_>>) -> Result {
+    let dev: &Device<Core<'_>> = pdev.as_ref();
+    devres::register(dev, PciEnabled(pdev.into()), GFP_KERNEL)
 }

@@ -160,6 +160,7 @@ impl<'a> Live<'a> {
         regs.write32(p.dev_offset, REG_DEV_OFFSET);
         regs.write32(p.len, REG_DMA_LEN);
         regs.write32(p.cmd, REG_DMA_CMD);
+        bump(&dev.stats.starts, 1);
 
         let irq_seen = dev.done.wait_timeout_ms(p.timeout_ms);
         let status = regs.read32(REG_STATUS);

@@ -534,3 +534,19 @@ fn invalid_config_is_refused() {
         "invalid dma24 configuration: dma24 option mask-bits=70: must be between 12 and 64"
     );
 }
+
+#[test]
+fn usable_as_a_boxed_pci_device() {
+    let dev = Dma24::new(
+        Dma24Config::default(),
+        mem(&[(0, 4096)]),
+        Arc::new(IrqLog::default()),
+        None,
+    )
+    .unwrap();
+    let mut boxed: Box<dyn PciDevice> = Box::new(dev);
+    let mut b = [0u8; 2];
+    boxed.read_config(0, &mut b);
+    assert_eq!(u16::from_le_bytes(b), VENDOR_ID);
+    assert_eq!(boxed.bars().len(), 2);
+}

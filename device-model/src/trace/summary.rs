@@ -102,7 +102,9 @@ pub fn summarize(input: impl BufRead) -> Result<Summary, SummaryError> {
             (1, _) => return Err(SummaryError::NotATrace),
             (_, "dma") => {
                 let r: DmaRecord = serde_json::from_value(value).map_err(parse_err)?;
-                s.seq_gaps += r.seq.saturating_sub(last_seq + 1);
+                s.seq_gaps = s
+                    .seq_gaps
+                    .saturating_add(r.seq.saturating_sub(last_seq.saturating_add(1)));
                 last_seq = last_seq.max(r.seq);
                 transfers.insert(r.transfer);
                 s.add(&r);
@@ -137,9 +139,16 @@ impl Summary {
         *self.by_dir.entry(r.dir).or_default() += 1;
         if r.outcome.moved() {
             match r.dir {
-                Direction::ToDevice => self.bytes_to_device += r.len,
-                Direction::FromDevice => self.bytes_from_device += r.len,
-                Direction::DescriptorFetch => self.descriptor_bytes += r.len,
+                // Saturating: the file may come from anywhere.
+                Direction::ToDevice => {
+                    self.bytes_to_device = self.bytes_to_device.saturating_add(r.len)
+                }
+                Direction::FromDevice => {
+                    self.bytes_from_device = self.bytes_from_device.saturating_add(r.len)
+                }
+                Direction::DescriptorFetch => {
+                    self.descriptor_bytes = self.descriptor_bytes.saturating_add(r.len)
+                }
             }
         }
         let fault = Fault {
@@ -306,6 +315,17 @@ mod tests {
         let bad = format!("{}\nnot json\n", TRACE.lines().next().unwrap());
         let err = summarize(bad.as_bytes()).unwrap_err();
         assert!(matches!(err, SummaryError::Parse { line: 2, .. }), "{err}");
+        // Extreme values do not overflow.
+        let header = TRACE.lines().next().unwrap();
+        let rec = TRACE
+            .lines()
+            .nth(1)
+            .unwrap()
+            .replace("\"seq\":1", "\"seq\":18446744073709551615");
+        let rec = rec.replace("\"len\":4096", "\"len\":18446744073709551615");
+        let s = summarize(format!("{header}\n{rec}\n{rec}\n").as_bytes()).unwrap();
+        assert_eq!(s.bytes_to_device, u64::MAX);
+        assert_eq!(s.seq_gaps, u64::MAX - 1);
         let err = summarize_file("/nonexistent/trace.jsonl").unwrap_err();
         assert!(err
             .to_string()

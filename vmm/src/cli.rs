@@ -84,7 +84,7 @@ pub struct RunArgs {
     /// Stop the guest after this many seconds (exit code 6).
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
-    /// Log "guest boot time" when this string first appears on the console.
+    /// Log "guest boot time" when a console line first starts with this string.
     #[arg(long, value_name = "STR")]
     pub boot_marker: Option<String>,
     /// Do not relay stdin to the guest console.

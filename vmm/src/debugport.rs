@@ -5,7 +5,7 @@
 //! | `0xf4` ([`EXIT_PORT`]) | write 1, 2 or 4 bytes: status | stop the VM: status 0 -> exit code 0, anything else -> exit code 5 |
 //! | `0xf5` ([`TIMER_PORT`]) | write 1 byte | `123` ([`BOOT_DONE_MAGIC`]): log "guest boot time"; `0xff`: the VMM's entry trampoline (first guest instruction); other values: log a numbered checkpoint |
 //!
-//! Reads of either port return 0. Both sit in the legacy math-coprocessor
+//! Reads return 0; ports 0xf6-0xf7 are reserved (a 4-byte exit write spans them). Both sit in the legacy math-coprocessor
 //! range (0xf0-0xff) which a 64-bit Linux guest never touches beyond 0xf0/0xf1.
 //! Port 0xf4 is where QEMU's `isa-debug-exit` usually lives, but the status
 //! mapping differs (QEMU exits with `status << 1 | 1`).
@@ -22,8 +22,9 @@ pub const EXIT_PORT: u16 = 0xf4;
 pub const TIMER_PORT: u16 = 0xf5;
 /// Both ports as one bus range.
 pub const DEBUG_PORTS_BASE: u16 = EXIT_PORT;
-/// Length of the range.
-pub const DEBUG_PORTS_LEN: u16 = 2;
+/// Length of the range: a 4-byte write to the exit port spans 0xf4-0xf7
+/// (0xf6 and 0xf7 are reserved and ignored).
+pub const DEBUG_PORTS_LEN: u16 = 4;
 /// Written to [`TIMER_PORT`] by the guest when it has booted (Firecracker's value).
 pub const BOOT_DONE_MAGIC: u8 = 123;
 /// Written to [`TIMER_PORT`] by the entry trampoline: the guest's first instruction.

@@ -521,7 +521,7 @@ pub fn read_cmdline(mem: &GuestMemoryMmap) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::memory::{create_guest_memory, e820_map};
     use std::io::Write;

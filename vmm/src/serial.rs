@@ -66,7 +66,7 @@ pub struct ConsoleWatcher {
 
 impl ConsoleWatcher {
     /// A watcher reporting to `control`; `boot_marker` is a string whose
-    /// first appearance logs the guest boot time.
+    /// first appearance at the start of a console line logs the guest boot time.
     pub fn new(control: Arc<VmControl>, boot_marker: Option<String>) -> Self {
         ConsoleWatcher {
             control,
@@ -99,7 +99,9 @@ impl ConsoleWatcher {
             self.control.request_stop(StopReason::Halted);
         }
         if let Some(m) = &self.boot_marker {
-            if !self.boot_marker_seen && line.contains(m.as_str()) {
+            // At the start of a line: the kernel echoes its command line
+            // (which may contain the marker) long before user space runs.
+            if !self.boot_marker_seen && line.trim_start().starts_with(m.as_str()) {
                 self.boot_marker_seen = true;
                 log::info!(
                     "guest boot time: {:.1} ms (boot marker {:?} on the console)",
@@ -271,7 +273,9 @@ mod tests {
         feed(&mut w, &"x".repeat(5000));
         feed(&mut w, "\nKernel pan");
         assert!(!c.panic_seen());
-        feed(&mut w, "\nREADY\n");
+        feed(&mut w, "\n[0.1] Kernel command line: echo READY\n");
+        assert!(!w.boot_marker_seen);
+        feed(&mut w, "\r\nREADY\n");
         assert!(w.boot_marker_seen);
     }
 

@@ -59,17 +59,17 @@ pub enum VmError {
     #[error(transparent)]
     Memory(#[from] MemoryError),
     #[error(
-        "cannot open /dev/kvm: it does not exist. dmalab needs KVM: load the kvm module \
+        "cannot open {0}: it does not exist. dmalab needs KVM: load the kvm module \
          (kvm_intel, kvm_amd or kvm_pvm) or run on a host that provides it"
     )]
-    NoKvm,
+    NoKvm(PathBuf),
     #[error(
-        "cannot open /dev/kvm: permission denied. Add your user to the group that owns \
-         /dev/kvm (usually `kvm`: sudo usermod -aG kvm $USER, then log in again) or run as root"
+        "cannot open {0}: permission denied. Add your user to the group that owns \
+         it (usually `kvm`: sudo usermod -aG kvm $USER, then log in again) or run as root"
     )]
-    KvmPermission,
-    #[error("cannot open /dev/kvm: {0}")]
-    KvmOpen(kvm_ioctls::Error),
+    KvmPermission(PathBuf),
+    #[error("cannot open {0}: {1}")]
+    KvmOpen(PathBuf, kvm_ioctls::Error),
     #[error("this KVM lacks {0}, which dmalab needs")]
     KvmMissing(&'static str),
     #[error("KVM {op} failed: {source}")]
@@ -110,13 +110,30 @@ fn kvm_op(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { op, source }
 }
 
-/// Open `/dev/kvm` with a clear error for the usual problems.
+/// The KVM device: `/dev/kvm`, or `$DMALAB_KVM_DEVICE` (a test hook).
+pub fn kvm_device_path() -> PathBuf {
+    std::env::var_os("DMALAB_KVM_DEVICE")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/dev/kvm"), PathBuf::from)
+}
+
+/// The error for a failed open of the KVM device.
+pub fn kvm_open_error(path: &std::path::Path, e: kvm_ioctls::Error) -> VmError {
+    let path = path.to_path_buf();
+    match e.errno() {
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => VmError::NoKvm(path),
+        libc::EACCES | libc::EPERM => VmError::KvmPermission(path),
+        _ => VmError::KvmOpen(path, e),
+    }
+}
+
+/// Open the KVM device with a clear error for the usual problems, and check
+/// the capabilities dmalab needs.
 pub fn open_kvm() -> Result<Kvm, VmError> {
-    let kvm = Kvm::new().map_err(|e| match e.errno() {
-        libc::ENOENT | libc::ENODEV | libc::ENXIO => VmError::NoKvm,
-        libc::EACCES | libc::EPERM => VmError::KvmPermission,
-        _ => VmError::KvmOpen(e),
-    })?;
+    let path = kvm_device_path();
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| VmError::NoKvm(path.clone()))?;
+    let kvm = Kvm::new_with_path(cpath).map_err(|e| kvm_open_error(&path, e))?;
     for (cap, name) in [
         (Cap::Irqchip, "an in-kernel irqchip (KVM_CAP_IRQCHIP)"),
         (Cap::UserMemory, "user memory regions (KVM_CAP_USER_MEMORY)"),
@@ -411,5 +428,72 @@ fn stop_vcpus(handles: &[JoinHandle<crate::vcpu::ExitStats>]) {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn kvm_open_errors_are_explained() {
+        let p = Path::new("/dev/kvm");
+        let e = kvm_open_error(p, kvm_ioctls::Error::new(libc::ENOENT));
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert_eq!(e.exit_code(), ExitCode::VmmError);
+        let e = kvm_open_error(p, kvm_ioctls::Error::new(libc::EACCES));
+        assert!(e.to_string().contains("permission denied"), "{e}");
+        assert!(e.to_string().contains("kvm"), "{e}");
+        let e = kvm_open_error(p, kvm_ioctls::Error::new(libc::EIO));
+        assert!(e.to_string().starts_with("cannot open /dev/kvm"), "{e}");
+    }
+
+    #[test]
+    fn input_errors_are_usage_errors() {
+        let e = VmError::Loader(LoaderError::KernelNotFound("/x".into()));
+        assert_eq!(e.exit_code(), ExitCode::Usage);
+        let e = VmError::Memory(MemoryError::BadSize(1));
+        assert_eq!(e.exit_code(), ExitCode::Usage);
+    }
+
+    #[test]
+    fn bad_inputs_fail_before_kvm_is_opened() {
+        // SAFETY: no other test in this binary reads DMALAB_KVM_DEVICE.
+        unsafe { std::env::set_var("DMALAB_KVM_DEVICE", "/nonexistent/kvm") };
+        let cfg = VmConfig {
+            kernel: "/nonexistent/vmlinux".into(),
+            initrd: None,
+            cmdline: None,
+            mem_mib: 64,
+            vcpus: 1,
+            cpu: CpuPolicy::Filtered,
+            timeout: None,
+            boot_marker: None,
+            stdin: false,
+        };
+        let e = run(&cfg).unwrap_err();
+        assert!(
+            matches!(e, VmError::Loader(LoaderError::KernelNotFound(_))),
+            "{e}"
+        );
+        let e = run(&VmConfig {
+            mem_mib: 1,
+            ..cfg.clone()
+        })
+        .unwrap_err();
+        assert!(matches!(e, VmError::Memory(MemoryError::BadSize(1))), "{e}");
+        // A valid kernel: now the missing KVM device is the error.
+        let elf = crate::loader::tests::tiny_elf(0x10_0000, &[0xf4], 0x1000, Some(0x10_0000));
+        let t = vmm_sys_util::tempfile::TempFile::new().unwrap();
+        std::io::Write::write_all(&mut t.as_file(), &elf).unwrap();
+        let e = run(&VmConfig {
+            kernel: t.as_path().to_path_buf(),
+            ..cfg
+        })
+        .unwrap_err();
+        assert!(matches!(e, VmError::NoKvm(_)), "{e}");
+        // SAFETY: as above.
+        unsafe { std::env::remove_var("DMALAB_KVM_DEVICE") };
     }
 }

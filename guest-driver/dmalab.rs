@@ -66,11 +66,12 @@ struct Globals;
 
 impl Globals {
     fn new() -> Result<Self> {
+        device::registry_init();
         let cache = Arc::new(
             dma_raw::DmaCache::new(c"dmalab_dma", transfer::CHUNK)?,
             GFP_KERNEL,
         )?;
-        device::registry_init(debugfs::Dir::new(c"dmalab"), cache);
+        device::registry_set_globals(debugfs::Dir::new(c"dmalab"), cache);
         Ok(Globals)
     }
 }

@@ -172,6 +172,16 @@ pub(crate) const DMA24_IOC_GET_COUNTERS: u32 = _IOR::<Dma24Counters>(DMA24_IOC_M
 pub(crate) const DMA24_IOC_GET_LAST_ERROR: u32 = _IOR::<Dma24LastError>(DMA24_IOC_MAGIC, 4);
 pub(crate) const DMA24_IOC_SELFTEST: u32 = _IOWR::<Dma24Selftest>(DMA24_IOC_MAGIC, 5);
 
+// The numbers README.md documents.
+const _: () = {
+    assert!(DMA24_IOC_GET_INFO == 0x8030_d200);
+    assert!(DMA24_IOC_SET_ALLOC == 0x4004_d201);
+    assert!(DMA24_IOC_GET_ALLOC == 0x8004_d202);
+    assert!(DMA24_IOC_GET_COUNTERS == 0x8088_d203);
+    assert!(DMA24_IOC_GET_LAST_ERROR == 0x8040_d204);
+    assert!(DMA24_IOC_SELFTEST == 0xc070_d205);
+};
+
 impl Dma24 {
     /// [`Dma24Info`] for this device.
     pub(crate) fn abi_info(&self) -> Dma24Info {

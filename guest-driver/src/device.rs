@@ -366,11 +366,15 @@ kernel::sync::global_lock! {
     };
 }
 
-/// Initialises the registry lock and installs the module-wide objects.
-/// Called once, from module init, before the PCI driver is registered.
-pub(crate) fn registry_init(root: debugfs::Dir, cache: Arc<DmaCache>) {
+/// Initialises the registry lock. Called once, first thing in module init
+/// (the built-in KUnit suites look at the registry even if init failed).
+pub(crate) fn registry_init() {
     // SAFETY: Called exactly once per module load, before any other use of `REGISTRY`.
     unsafe { REGISTRY.init() };
+}
+
+/// Installs the module-wide objects, before the PCI driver is registered.
+pub(crate) fn registry_set_globals(root: debugfs::Dir, cache: Arc<DmaCache>) {
     let mut reg = REGISTRY.lock();
     reg.debugfs_root = Some(root);
     reg.dma_cache = Some(cache);

@@ -447,14 +447,19 @@ mod uapi {
         let Some(dev) = device_under_test() else { return };
         let pos = 1000usize;
         let len = (3 * CHUNK + 123).min(dev.info.devmem_size - pos);
-        let mut src = KVec::new();
-        let mut dst = KVec::new();
-        for i in 0..len {
-            if src.push(pattern(0x77, i), GFP_KERNEL).is_err() || dst.push(0u8, GFP_KERNEL).is_err() {
+        let (mut src, mut dst) = match (
+            KVec::from_elem(0u8, len, GFP_KERNEL),
+            KVec::from_elem(0u8, len, GFP_KERNEL),
+        ) {
+            (Ok(s), Ok(d)) => (s, d),
+            _ => {
                 let allocated = false;
                 assert!(allocated);
                 return;
             }
+        };
+        for (i, b) in src.iter_mut().enumerate() {
+            *b = pattern(0x77, i);
         }
         let saved = dev.allocator();
         dev.set_allocator(Allocator::KmallocDma);

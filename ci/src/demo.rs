@@ -24,7 +24,10 @@ pub fn run() -> Result<(), String> {
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let trace = out.join("trace.jsonl");
     let console_log = out.join("console.log");
-    eprintln!("demo: booting the guest (about a minute on PVM hosts); console below, also in {}", console_log.display());
+    eprintln!(
+        "demo: booting the guest (about a minute on PVM hosts); console below, also in {}",
+        console_log.display()
+    );
 
     let mut child = Command::new(&dmalab)
         .arg("run")
@@ -32,7 +35,15 @@ pub fn run() -> Result<(), String> {
         .arg(dir.join("vmlinux"))
         .arg("--initrd")
         .arg(dir.join("initramfs.cpio"))
-        .args(["--device", "dma24", "--timeout", "300", "--no-stdin", "--log-level", "info"])
+        .args([
+            "--device",
+            "dma24",
+            "--timeout",
+            "300",
+            "--no-stdin",
+            "--log-level",
+            "info",
+        ])
         .args(["--cmdline", GUEST_CMDLINE])
         .arg("--trace")
         .arg(&trace)
@@ -48,14 +59,22 @@ pub fn run() -> Result<(), String> {
             console.push('\n');
         }
     }
-    let status = child.wait().map_err(|e| format!("waiting for dmalab: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for dmalab: {e}"))?;
     let _ = std::fs::write(&console_log, &console);
 
-    let result = console
-        .lines()
-        .find_map(|l| l.split_once("dma24-tool: result ").map(|(_, r)| r.to_string()));
+    let result = console.lines().find_map(|l| {
+        l.split_once("dma24-tool: result ")
+            .map(|(_, r)| r.to_string())
+    });
     println!();
-    println!("== guest result: {}", result.as_deref().unwrap_or("(no result line from dma24-tool)"));
+    println!(
+        "== guest result: {}",
+        result
+            .as_deref()
+            .unwrap_or("(no result line from dma24-tool)")
+    );
     println!("== dmalab trace summary {}", trace.display());
     let summary = Command::new(&dmalab)
         .args(["trace", "summary"])
@@ -65,7 +84,10 @@ pub fn run() -> Result<(), String> {
     println!("== demo took {:.0} s", started.elapsed().as_secs_f64());
 
     if !status.success() {
-        return Err(format!("the guest run failed ({status}); console in {}", console_log.display()));
+        return Err(format!(
+            "the guest run failed ({status}); console in {}",
+            console_log.display()
+        ));
     }
     match result {
         Some(r) if r.contains(" failed=0 ") => {}

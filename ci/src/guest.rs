@@ -36,7 +36,9 @@ impl Artifacts {
                     .iter()
                     .map(|p| target.join(p).join("dmalab"))
                     .find(|p| p.is_file())
-                    .ok_or_else(|| "no dmalab binary (run `cargo build --release -p vmm`)".to_string())?
+                    .ok_or_else(|| {
+                        "no dmalab binary (run `cargo build --release -p vmm`)".to_string()
+                    })?
             }
         };
         Ok(Artifacts { images, dmalab })
@@ -61,7 +63,8 @@ impl Artifacts {
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("DMALAB_CACHE") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/dmalab"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/dmalab"),
     }
 }
 
@@ -111,7 +114,8 @@ impl GuestRun {
 
 /// Boots `spec` with `artifacts`, writing console and trace under `out_dir`.
 pub fn boot(artifacts: &Artifacts, spec: &GuestSpec, out_dir: &Path) -> Result<GuestRun, String> {
-    std::fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let kernel = artifacts.images.join(&spec.kernel);
     if !kernel.is_file() {
         return Err(format!("{} is missing from the images", kernel.display()));
@@ -127,12 +131,16 @@ pub fn boot(artifacts: &Artifacts, spec: &GuestSpec, out_dir: &Path) -> Result<G
         .arg("--log-level")
         .arg("info");
     if spec.initrd {
-        cmd.arg("--initrd").arg(artifacts.images.join("initramfs.cpio"));
+        cmd.arg("--initrd")
+            .arg(artifacts.images.join("initramfs.cpio"));
     }
     if !spec.cmdline.is_empty() {
         cmd.arg("--cmdline").arg(&spec.cmdline);
     }
-    let trace = spec.device.as_ref().map(|_| out_dir.join(format!("{}.trace.jsonl", spec.name)));
+    let trace = spec
+        .device
+        .as_ref()
+        .map(|_| out_dir.join(format!("{}.trace.jsonl", spec.name)));
     if let Some(device) = &spec.device {
         cmd.arg("--device").arg(device);
     }

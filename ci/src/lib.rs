@@ -2,6 +2,7 @@
 //! report (console KTAP, init lines) next to what the device recorded (the
 //! DMA trace).
 
+pub mod crosscheck;
 pub mod guest;
 pub mod ktap;
 

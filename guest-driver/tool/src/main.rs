@@ -10,7 +10,7 @@
 //!
 //! Built as a static binary (glibc with crt-static) by images/build.sh.
 
-mod pattern;
+use dma24_tool::pattern;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -82,7 +82,7 @@ fn selftest(path: &str) -> ExitCode {
                 passed += 1;
                 bytes += len;
                 println!(
-                    "dma24-tool: ok offset={offset} len={len} hash={:016x}",
+                    "dma24-tool: ok offset={offset} len={len} seed={i} hash={:016x}",
                     pattern::trace_hash(&pattern::bytes(len, i as u8))
                 );
             }

@@ -2,7 +2,8 @@
 //! lands at the wrong offset or from the wrong buffer is told apart from a
 //! right one.
 
-/// `len` bytes that differ with position and seed (never all equal).
+/// `len` bytes that differ with position and seed (never all equal):
+/// `byte[i] = ((i mod 256) * 31 + seed + (i / 256 mod 256)) mod 256 XOR 0xa5`.
 pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| {

@@ -1,0 +1,282 @@
+//! Cross-checks what a guest says it transferred against what the device
+//! recorded in the DMA trace.
+//!
+//! A guest reports a transfer as (direction, device-memory offset, length,
+//! pattern seed): the bytes were `dma24_tool::pattern::bytes(len, seed)`. The
+//! driver may split it into chunks or scatter-gather segments, so the check is
+//! on coverage: the trace's records of that direction inside
+//! `[offset, offset + len)` must tile the range exactly, every one with
+//! outcome `ok`, and each record's hash must be the hash of its slice of the
+//! pattern.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use device_model::trace::{DmaRecord, TraceFooter, TraceHeader};
+use device_model::{Direction, Outcome};
+use dma24_tool::pattern;
+use serde_json::Value;
+
+/// A whole trace file, parsed.
+#[derive(Debug)]
+pub struct Trace {
+    pub header: TraceHeader,
+    pub records: Vec<DmaRecord>,
+    /// None when the file ended without a footer (the VMM did not close it).
+    pub footer: Option<TraceFooter>,
+}
+
+impl Trace {
+    pub fn load(path: &Path) -> Result<Trace, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read trace {}: {e}", path.display()))?;
+        Trace::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Trace, String> {
+        let mut header = None;
+        let mut footer = None;
+        let mut records = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let v: Value =
+                serde_json::from_str(line).map_err(|e| format!("trace line {}: {e}", n + 1))?;
+            let kind = v
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let err = |e: serde_json::Error| format!("trace line {} ({kind}): {e}", n + 1);
+            match kind.as_str() {
+                "header" => header = Some(serde_json::from_value(v).map_err(err)?),
+                "dma" => records.push(serde_json::from_value(v).map_err(err)?),
+                "footer" => footer = Some(serde_json::from_value(v).map_err(err)?),
+                other => return Err(format!("trace line {}: unknown type {other:?}", n + 1)),
+            }
+        }
+        let header = header.ok_or("the trace has no header line")?;
+        Ok(Trace {
+            header,
+            records,
+            footer,
+        })
+    }
+}
+
+/// One transfer as a guest reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reported {
+    pub dir: Direction,
+    pub dev_offset: u64,
+    pub len: u64,
+    pub seed: u8,
+}
+
+/// Checks one reported transfer; returns the seqs of the records that
+/// account for it. At each offset the newest record whose hash matches the
+/// pattern counts: a range may have been written again by a later test.
+pub fn check_transfer(trace: &Trace, t: &Reported) -> Result<Vec<u64>, String> {
+    let end = t.dev_offset + t.len;
+    let data = pattern::bytes(t.len as usize, t.seed);
+    let mut seqs = Vec::new();
+    let mut covered = t.dev_offset;
+    while covered < end {
+        let from = (covered - t.dev_offset) as usize;
+        let matching = trace
+            .records
+            .iter()
+            .filter(|r| r.dir == t.dir && r.outcome == Outcome::Ok && r.dev_offset == covered)
+            .filter(|r| r.len > 0 && covered + r.len <= end)
+            .filter(|r| {
+                r.hash.map(|h| h.0) == Some(pattern::trace_hash(&data[from..from + r.len as usize]))
+            })
+            .max_by_key(|r| r.seq);
+        let Some(r) = matching else {
+            return Err(format!(
+                "{t:?}: no ok {} record with the right bytes at device offset {covered} ({} of {} bytes accounted for)",
+                t.dir.as_str(),
+                covered - t.dev_offset,
+                t.len
+            ));
+        };
+        seqs.push(r.seq);
+        covered += r.len;
+    }
+    Ok(seqs)
+}
+
+/// Records whose outcome is not `ok`, minus the ones `expected` accounts for.
+pub fn unexpected_faults<'a>(trace: &'a Trace, expected: &BTreeSet<u64>) -> Vec<&'a DmaRecord> {
+    trace
+        .records
+        .iter()
+        .filter(|r| r.outcome != Outcome::Ok && !expected.contains(&r.seq))
+        .collect()
+}
+
+/// Parses `dma24-tool: ok offset=O len=N seed=S hash=H` lines: each is one
+/// write (to device) and one read back (from device) of the same bytes.
+pub fn tool_transfers(console: &str) -> Vec<Reported> {
+    let mut out = Vec::new();
+    for line in console.lines() {
+        let Some((_, rest)) = line.split_once("dma24-tool: ok ") else {
+            continue;
+        };
+        let field = |k: &str| {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let (Some(o), Some(n), Some(s)) = (field("offset"), field("len"), field("seed")) {
+            for dir in [Direction::ToDevice, Direction::FromDevice] {
+                out.push(Reported {
+                    dir,
+                    dev_offset: o,
+                    len: n,
+                    seed: s as u8,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        seq: u64,
+        dir: &str,
+        dev_offset: u64,
+        len: u64,
+        outcome: &str,
+        hash: Option<u64>,
+    ) -> String {
+        let hash = hash.map_or("null".to_string(), |h| format!("\"{h:016x}\""));
+        format!(
+            r#"{{"type":"dma","seq":{seq},"t_ns":1,"bdf":"0000:00:01.0","transfer":1,"segment":0,"dir":"{dir}","requested_addr":"0x1000","effective_addr":"0x1000","len":{len},"dev_offset":{dev_offset},"mask_bits":24,"outcome":"{outcome}","error":0,"hash":{hash}}}"#
+        )
+    }
+
+    fn header() -> String {
+        r#"{"type":"header","version":1,"bdf":"0000:00:01.0","vendor_id":"0x1234","device_id":"0xd024","mask_bits":24,"mask":"0xffffff","overflow":"reject","devmem_size":65536,"hash":"xxh3_64","queue_capacity":4096}"#.to_string()
+    }
+
+    fn slice_hash(len: usize, seed: u8, from: usize, n: usize) -> u64 {
+        pattern::trace_hash(&pattern::bytes(len, seed)[from..from + n])
+    }
+
+    #[test]
+    fn chunked_transfer_is_covered() {
+        let text = [
+            header(),
+            record(
+                1,
+                "to_device",
+                100,
+                4096,
+                "ok",
+                Some(slice_hash(5000, 3, 0, 4096)),
+            ),
+            record(
+                2,
+                "to_device",
+                4196,
+                904,
+                "ok",
+                Some(slice_hash(5000, 3, 4096, 904)),
+            ),
+        ]
+        .join("\n");
+        let trace = Trace::parse(&text).unwrap();
+        let t = Reported {
+            dir: Direction::ToDevice,
+            dev_offset: 100,
+            len: 5000,
+            seed: 3,
+        };
+        assert_eq!(check_transfer(&trace, &t).unwrap(), vec![1, 2]);
+        // The other direction was never traced.
+        let back = Reported {
+            dir: Direction::FromDevice,
+            ..t
+        };
+        assert!(check_transfer(&trace, &back).is_err());
+    }
+
+    #[test]
+    fn wrong_bytes_or_gaps_fail() {
+        let text = [
+            header(),
+            record(1, "to_device", 0, 64, "ok", Some(slice_hash(64, 9, 0, 64))),
+        ]
+        .join("\n");
+        let trace = Trace::parse(&text).unwrap();
+        let wrong_seed = Reported {
+            dir: Direction::ToDevice,
+            dev_offset: 0,
+            len: 64,
+            seed: 8,
+        };
+        assert!(check_transfer(&trace, &wrong_seed).is_err());
+        let longer = Reported {
+            dir: Direction::ToDevice,
+            dev_offset: 0,
+            len: 128,
+            seed: 9,
+        };
+        assert!(check_transfer(&trace, &longer).is_err());
+    }
+
+    #[test]
+    fn newer_record_at_same_offset_wins_but_older_matching_one_counts() {
+        let text = [
+            header(),
+            record(1, "to_device", 0, 64, "ok", Some(slice_hash(64, 1, 0, 64))),
+            record(2, "to_device", 0, 64, "ok", Some(slice_hash(64, 2, 0, 64))),
+        ]
+        .join("\n");
+        let trace = Trace::parse(&text).unwrap();
+        let first = Reported {
+            dir: Direction::ToDevice,
+            dev_offset: 0,
+            len: 64,
+            seed: 1,
+        };
+        assert_eq!(check_transfer(&trace, &first).unwrap(), vec![1]);
+        let second = Reported { seed: 2, ..first };
+        assert_eq!(check_transfer(&trace, &second).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn faults_not_expected_are_listed() {
+        let text = [
+            header(),
+            record(1, "to_device", 0, 64, "rejected_mask", None),
+            record(2, "from_device", 0, 64, "bme_off", None),
+        ]
+        .join("\n");
+        let trace = Trace::parse(&text).unwrap();
+        let expected: BTreeSet<u64> = [1].into();
+        let left = unexpected_faults(&trace, &expected);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].outcome, Outcome::BmeOff);
+    }
+
+    #[test]
+    fn tool_lines_become_two_transfers() {
+        let console = "junk\ndma24-tool: ok offset=3 len=333 seed=2 hash=00\ndma24-tool: FAIL offset=0 len=1: x\n";
+        let t = tool_transfers(console);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t[0],
+            Reported {
+                dir: Direction::ToDevice,
+                dev_offset: 3,
+                len: 333,
+                seed: 2
+            }
+        );
+        assert_eq!(t[1].dir, Direction::FromDevice);
+    }
+}

@@ -17,7 +17,7 @@
 //! ```
 
 use thiserror::Error;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// One MiB.
 pub const MIB: u64 = 1 << 20;
@@ -177,18 +177,33 @@ pub fn e820_map(mem: u64) -> Vec<E820Entry> {
     v
 }
 
-/// Allocate guest RAM (anonymous, private mappings).
+/// Allocate guest RAM (anonymous, private mappings), asking for transparent
+/// huge pages (fewer host page faults as the guest first touches its RAM).
 pub fn create_guest_memory(mem: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    GuestMemoryMmap::from_ranges(&ram_ranges(mem)).map_err(|source| MemoryError::Mmap {
+    let gm = GuestMemoryMmap::from_ranges(&ram_ranges(mem)).map_err(|source| MemoryError::Mmap {
         mib: mem / MIB,
         source,
-    })
+    })?;
+    if std::env::var_os("DMALAB_NO_THP").is_none() {
+        for r in gm.iter() {
+            if let Ok(host) = r.get_host_address(vm_memory::MemoryRegionAddress(0)) {
+                // SAFETY: `host` and `r.len()` describe a live anonymous
+                // mapping owned by `gm`; MADV_HUGEPAGE only changes how the
+                // kernel backs it, never its contents.
+                let ret = unsafe { libc::madvise(host.cast(), r.len() as usize, libc::MADV_HUGEPAGE) };
+                if ret != 0 {
+                    log::debug!("madvise(MADV_HUGEPAGE) on guest RAM failed: {}", std::io::Error::last_os_error());
+                }
+            }
+        }
+    }
+    Ok(gm)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemoryBackend};
+    use vm_memory::Bytes;
 
     fn ram_covers(map: &[E820Entry], start: u64, end: u64) -> bool {
         let mut at = start;

@@ -171,3 +171,50 @@ fn emulation_failure_is_reported_not_hung() {
         assert!(r.stderr.contains("rip "), "{}", r.dump());
     }
 }
+
+#[test]
+fn bzimage_enters_at_the_64bit_entry_with_a_zero_page() {
+    need_kvm!();
+    // Payload: 0x200 bytes of padding (the 32-bit entry), then 64-bit code
+    // that checks RSI -> zero page with cmd_line_ptr = 0x20000.
+    let mut a = Asm::new();
+    a.org(GUEST_BASE + 0x200);
+    a.bytes(&[0x8b, 0x86, 0x28, 0x02, 0x00, 0x00]) // mov eax, [rsi+0x228]
+        .bytes(&[0x3d, 0x00, 0x00, 0x02, 0x00]); // cmp eax, 0x20000
+    let jne_at = a.code.len();
+    a.bytes(&[0x75, 0x00]); // jne bad (patched below)
+    a.print("zero page ok\n").reset().hang();
+    let bad = a.code.len();
+    a.code[jne_at + 1] = (bad - (jne_at + 2)) as u8;
+    a.print("bad zero page\n").exit(1).hang();
+    let r = run_elf(&tiny_bzimage(&a.code), &[]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.stdout, "zero page ok\n", "{}", r.dump());
+    assert!(r.stderr.contains("BzImage, entry 0x100200"), "{}", r.dump());
+}
+
+#[test]
+fn port_exit_round_trip_cost() {
+    need_kvm!();
+    // 20000 `out` to a reserved debug port (handled by a device, ignored),
+    // then exit. The VMM's share of each round trip is the dispatch; the
+    // rest is KVM (and, on PVM, emulating the loop at CPL0).
+    const N: u32 = 20_000;
+    let mut a = Asm::new();
+    a.timer(1).mov_dx(0xf6).bytes(&[0xb9]).bytes(&N.to_le_bytes()); // mov ecx, N
+    let top = a.code.len();
+    a.out_dx_al().bytes(&[0x49]); // dec ecx
+    let back = (top as i64 - (a.code.len() as i64 + 2)) as i8;
+    a.bytes(&[0x75, back as u8]); // jnz top
+    a.timer(2).exit(0);
+    let r = run_mini(&a.code, &[]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    let t = |n: &str| {
+        let l = r.stderr.lines().find(|l| l.contains(&format!("guest checkpoint {n} at"))).unwrap();
+        let v: String = l.rsplit("at ").next().unwrap().chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        v.parse::<f64>().unwrap()
+    };
+    let per_exit_us = (t("2") - t("1")) * 1000.0 / f64::from(N);
+    eprintln!("port I/O round trip (guest out + VMM dispatch + resume): {per_exit_us:.2} us");
+    assert!(per_exit_us < 100.0, "{per_exit_us} us per exit");
+}

@@ -195,6 +195,25 @@ fn elf(code: &[u8], pvh: bool) -> Vec<u8> {
     v
 }
 
+/// A minimal bzImage: one setup sector after the boot sector, a boot
+/// protocol 2.15 header, and `payload` (loaded at 1 MiB; its 64-bit entry is
+/// at payload offset 0x200, as in a real bzImage).
+pub fn tiny_bzimage(payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 1024];
+    b[0x1f1] = 1; // setup_sects
+    b[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    b[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    b[0x211] = 1; // loadflags: LOADED_HIGH
+    b[0x214..0x218].copy_from_slice(&GUEST_BASE.to_le_bytes()); // code32_start
+    b[0x22c..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes()); // initrd_addr_max
+    b[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
+    b[0x258..0x260].copy_from_slice(&u64::from(GUEST_BASE).to_le_bytes()); // pref_address
+    b[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes()); // init_size
+    b.extend_from_slice(payload);
+    b
+}
+
 /// A file that is deleted when dropped.
 pub struct TempPath(pub PathBuf);
 

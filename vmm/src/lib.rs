@@ -23,6 +23,7 @@ pub mod loader;
 pub mod logger;
 pub mod memory;
 pub mod mptable;
+pub mod pci;
 pub mod serial;
 pub mod vcpu;
 pub mod vm;

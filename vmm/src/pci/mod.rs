@@ -1,0 +1,21 @@
+//! PCI for the guest: a root complex on bus 0 with configuration mechanism #1
+//! (ports 0xcf8/0xcfc), a host bridge at 00:00.0, devices in fixed slots,
+//! BARs placed by the VMM (acting as firmware) in a window below 4 GiB and
+//! routed to their device wherever the guest moves them, and KVM interrupt
+//! wiring (INTx through the in-kernel IOAPIC, MSI through KVM_SIGNAL_MSI).
+//!
+//! ECAM (MMCONFIG) is not offered: the guest finds it only through ACPI's
+//! MCFG table, and the lean guest has no ACPI.
+
+mod host_bridge;
+mod irq;
+mod root;
+
+pub use host_bridge::HostBridge;
+pub use irq::{IrqError, KvmInterrupts, MsiSignaller};
+pub use root::{
+    PciConfigPorts, PciError, PciMmioWindow, PciRoot, CONFIG_PORTS_BASE, CONFIG_PORTS_LEN,
+};
+
+/// The slot the dma24 device sits in: 00:01.0.
+pub const DMA24_SLOT: u8 = 1;

@@ -180,19 +180,24 @@ pub fn e820_map(mem: u64) -> Vec<E820Entry> {
 /// Allocate guest RAM (anonymous, private mappings), asking for transparent
 /// huge pages (fewer host page faults as the guest first touches its RAM).
 pub fn create_guest_memory(mem: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    let gm = GuestMemoryMmap::from_ranges(&ram_ranges(mem)).map_err(|source| MemoryError::Mmap {
-        mib: mem / MIB,
-        source,
-    })?;
+    let gm =
+        GuestMemoryMmap::from_ranges(&ram_ranges(mem)).map_err(|source| MemoryError::Mmap {
+            mib: mem / MIB,
+            source,
+        })?;
     if std::env::var_os("DMALAB_NO_THP").is_none() {
         for r in gm.iter() {
             if let Ok(host) = r.get_host_address(vm_memory::MemoryRegionAddress(0)) {
                 // SAFETY: `host` and `r.len()` describe a live anonymous
                 // mapping owned by `gm`; MADV_HUGEPAGE only changes how the
                 // kernel backs it, never its contents.
-                let ret = unsafe { libc::madvise(host.cast(), r.len() as usize, libc::MADV_HUGEPAGE) };
+                let ret =
+                    unsafe { libc::madvise(host.cast(), r.len() as usize, libc::MADV_HUGEPAGE) };
                 if ret != 0 {
-                    log::debug!("madvise(MADV_HUGEPAGE) on guest RAM failed: {}", std::io::Error::last_os_error());
+                    log::debug!(
+                        "madvise(MADV_HUGEPAGE) on guest RAM failed: {}",
+                        std::io::Error::last_os_error()
+                    );
                 }
             }
         }

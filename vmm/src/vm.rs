@@ -209,6 +209,8 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
     let t0 = Instant::now();
     // Inputs first: a wrong path or size must be reported even without KVM.
     let mem_size = memory::mem_bytes(cfg.mem_mib)?;
+    // The command line (lpj is filled in once the TSC rate is known).
+    loader::build_cmdline(cfg.cpu, 0, cfg.cmdline.as_deref())?;
     let kernel = loader::inspect_kernel(&cfg.kernel)?;
     let initrd = cfg
         .initrd
@@ -216,8 +218,6 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
         .map(loader::inspect_initrd)
         .transpose()?;
     loader::check_memory(&kernel, initrd.as_ref(), mem_size)?;
-    // The command line is checked before KVM too (lpj is filled in later).
-    loader::build_cmdline(cfg.cpu, 0, cfg.cmdline.as_deref())?;
 
     let kvm = open_kvm()?;
     let pvm = host_is_pvm();

@@ -129,8 +129,13 @@ fn boots_linux_to_a_marker_and_shuts_down_cleanly() {
         .find(|l| l.starts_with("flags"))
         .unwrap_or_else(|| panic!("no flags line: {}", r.dump()));
     let words: Vec<&str> = flags.split_whitespace().collect();
-    for hidden in ["xsave", "smap", "smep", "popcnt", "avx", "avx2", "ssse3", "sse4_2", "rdrand", "fsgsbase"] {
-        assert!(!words.contains(&hidden), "guest Linux still has {hidden}: {flags}");
+    for hidden in [
+        "xsave", "smap", "smep", "popcnt", "avx", "avx2", "ssse3", "sse4_2", "rdrand", "fsgsbase",
+    ] {
+        assert!(
+            !words.contains(&hidden),
+            "guest Linux still has {hidden}: {flags}"
+        );
     }
     assert!(words.contains(&"hypervisor"), "{flags}");
     let first = ms_after(&r.stderr, "first guest instruction at");
@@ -164,7 +169,11 @@ fn kernel_panic_exits_3() {
         "--no-stdin",
     ]);
     assert_eq!(r.code, 3, "{}", r.dump());
-    assert!(r.stdout.contains("Kernel panic - not syncing"), "{}", r.dump());
+    assert!(
+        r.stdout.contains("Kernel panic - not syncing"),
+        "{}",
+        r.dump()
+    );
 }
 
 #[test]

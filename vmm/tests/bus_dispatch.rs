@@ -28,8 +28,12 @@ fn dispatch_cost() {
     let mut bus = Bus::new();
     // 16 devices of 4 KiB each, like BARs in an MMIO window.
     for i in 0..16u64 {
-        bus.insert(Arc::new(Mutex::new(Reg(0))), 0xc000_0000 + i * 0x1000, 0x1000)
-            .unwrap();
+        bus.insert(
+            Arc::new(Mutex::new(Reg(0))),
+            0xc000_0000 + i * 0x1000,
+            0x1000,
+        )
+        .unwrap();
     }
     const N: u64 = 2_000_000;
     let mut data = [0u8; 4];
@@ -45,7 +49,11 @@ fn dispatch_cost() {
     let ns = t.elapsed().as_nanos() as f64 / N as f64;
     eprintln!(
         "bus dispatch: {ns:.1} ns per access ({} build)",
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     assert!(ns < 2000.0, "{ns} ns per bus access");
 }

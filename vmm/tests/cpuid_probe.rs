@@ -75,7 +75,8 @@ fn probe(policy: CpuPolicy) -> Seen {
     let vm = kvm.create_vm().expect("create VM");
     let mem = create_guest_memory(2 * MIB).unwrap();
     register_memory(&vm, &mem).unwrap();
-    mem.write_slice(PROBE_CODE, GuestAddress(CODE_ADDR)).unwrap();
+    mem.write_slice(PROBE_CODE, GuestAddress(CODE_ADDR))
+        .unwrap();
 
     let dev = Arc::new(Mutex::new(Probe::default()));
     let mut pio = Bus::new();

@@ -24,7 +24,11 @@ fn clean_reset_exits_0_and_times_the_first_instruction() {
     let r = run_mini(&a.code, &[]);
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.stdout, "hello from a mini guest\n");
-    assert!(r.stderr.contains("first guest instruction at"), "{}", r.dump());
+    assert!(
+        r.stderr.contains("first guest instruction at"),
+        "{}",
+        r.dump()
+    );
     assert!(r.stderr.contains("i8042 reset"), "{}", r.dump());
 }
 
@@ -133,7 +137,12 @@ fn int3_reaches_the_guest_handler() {
     let idtr = GUEST_BASE + 0xf00;
     let stack = GUEST_BASE + 0xe00;
     let mut a = Asm::new();
-    a.mov_esp(stack).lidt64(idtr).int3().print("after\n").reset().hang();
+    a.mov_esp(stack)
+        .lidt64(idtr)
+        .int3()
+        .print("after\n")
+        .reset()
+        .hang();
     a.org(handler).print("BP\n").iretq();
     a.org(idt);
     for _ in 0..4 {
@@ -144,7 +153,11 @@ fn int3_reaches_the_guest_handler() {
         .bytes(&u64::from(idt).to_le_bytes());
     let r = run_elf(&long_mode_elf(&a.code), &["--log-level", "debug"]);
     assert_eq!(r.code, 0, "{}", r.dump());
-    assert!(r.stderr.contains("via the 64-bit boot protocol"), "{}", r.dump());
+    assert!(
+        r.stderr.contains("via the 64-bit boot protocol"),
+        "{}",
+        r.dump()
+    );
     assert_eq!(r.stdout, "BP\nafter\n", "{}", r.dump());
     if host_is_pvm() {
         assert!(
@@ -161,7 +174,9 @@ fn emulation_failure_is_reported_not_hung() {
     // xrstor: PVM's emulator fails on it (KVM_EXIT_INTERNAL_ERROR); hardware
     // raises #UD (CR4.OSXSAVE is off), which with no IDT is a triple fault.
     let mut a = Asm::new();
-    a.mov_eax(GUEST_BASE + 0x800).bytes(&[0x0f, 0xae, 0x28]).hang();
+    a.mov_eax(GUEST_BASE + 0x800)
+        .bytes(&[0x0f, 0xae, 0x28])
+        .hang();
     let r = run_mini(&a.code, &[]);
     assert_eq!(r.code, 4, "{}", r.dump());
     if host_is_pvm() {
@@ -201,7 +216,10 @@ fn port_exit_round_trip_cost() {
     // rest is KVM (and, on PVM, emulating the loop at CPL0).
     const N: u32 = 20_000;
     let mut a = Asm::new();
-    a.timer(1).mov_dx(0xf6).bytes(&[0xb9]).bytes(&N.to_le_bytes()); // mov ecx, N
+    a.timer(1)
+        .mov_dx(0xf6)
+        .bytes(&[0xb9])
+        .bytes(&N.to_le_bytes()); // mov ecx, N
     let top = a.code.len();
     a.out_dx_al().bytes(&[0x49]); // dec ecx
     let back = (top as i64 - (a.code.len() as i64 + 2)) as i8;
@@ -210,8 +228,18 @@ fn port_exit_round_trip_cost() {
     let r = run_mini(&a.code, &[]);
     assert_eq!(r.code, 0, "{}", r.dump());
     let t = |n: &str| {
-        let l = r.stderr.lines().find(|l| l.contains(&format!("guest checkpoint {n} at"))).unwrap();
-        let v: String = l.rsplit("at ").next().unwrap().chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let l = r
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("guest checkpoint {n} at")))
+            .unwrap();
+        let v: String = l
+            .rsplit("at ")
+            .next()
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
         v.parse::<f64>().unwrap()
     };
     let per_exit_us = (t("2") - t("1")) * 1000.0 / f64::from(N);

@@ -303,7 +303,16 @@ pub fn run_mini(code: &[u8], extra: &[&str]) -> Run {
 pub fn run_elf(elf: &[u8], extra: &[&str]) -> Run {
     let elf = temp_file("mini.elf", elf);
     let path = elf.0.to_str().unwrap().to_string();
-    let mut args = vec!["run", "--kernel", &path, "--mem", "16", "--timeout", "60", "--no-stdin"];
+    let mut args = vec![
+        "run",
+        "--kernel",
+        &path,
+        "--mem",
+        "16",
+        "--timeout",
+        "60",
+        "--no-stdin",
+    ];
     args.extend_from_slice(extra);
     dmalab(&args)
 }

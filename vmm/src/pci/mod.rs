@@ -7,10 +7,14 @@
 //! ECAM (MMCONFIG) is not offered: the guest finds it only through ACPI's
 //! MCFG table, and the lean guest has no ACPI.
 
+mod attach;
 mod host_bridge;
 mod irq;
 mod root;
 
+pub use attach::{
+    attach_dma24, open_trace, parse_device_spec, AttachError, Dma24Attachment, DEVICE_TYPE,
+};
 pub use host_bridge::HostBridge;
 pub use irq::{IrqError, KvmInterrupts, MsiSignaller};
 pub use root::{

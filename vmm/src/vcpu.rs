@@ -12,7 +12,7 @@ use std::sync::Arc;
 use kvm_bindings::{
     kvm_fpu, kvm_msr_entry, kvm_regs, kvm_run, CpuId, Msrs, KVM_EXIT_IO_IN,
     KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
-    KVM_MAX_CPUID_ENTRIES, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
     KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -59,6 +59,7 @@ pub struct Vcpu {
     policy: CpuPolicy,
     stats: ExitStats,
     unhandled_reported: HashSet<(bool, u64)>,
+    halt_probe: bool,
 }
 
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
@@ -99,6 +100,7 @@ impl Vcpu {
             policy,
             stats: ExitStats::default(),
             unhandled_reported: HashSet::new(),
+            halt_probe: false,
         })
     }
 
@@ -272,6 +274,9 @@ impl Vcpu {
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 self.stats.interrupted += 1;
+                if self.halt_probe && self.halted_for_good() {
+                    return Some(StopReason::Halted);
+                }
                 Deferred::None
             }
             Err(e) => return Some(StopReason::VmmError(format!("KVM_RUN failed: {e}"))),
@@ -410,6 +415,23 @@ impl Vcpu {
             ),
         };
         Err(StopReason::Fault(summary))
+    }
+
+    /// Treat "halted with interrupts disabled" as the end of the guest: only
+    /// an NMI could wake it, and nothing sends one. The VMM kicks the vCPU out
+    /// of KVM_RUN about once a second to look (see `vm.rs`); only enabled for
+    /// single-vCPU guests (with more, another vCPU could still send an IPI).
+    pub fn set_halt_probe(&mut self, on: bool) {
+        self.halt_probe = on;
+    }
+
+    fn halted_for_good(&self) -> bool {
+        const RFLAGS_IF: u64 = 1 << 9;
+        let halted = self
+            .fd
+            .get_mp_state()
+            .is_ok_and(|s| s.mp_state == KVM_MP_STATE_HALTED);
+        halted && self.fd.get_regs().is_ok_and(|r| r.rflags & RFLAGS_IF == 0)
     }
 
     /// Finish an `int3` the way the CPU would: step over it and deliver #BP.

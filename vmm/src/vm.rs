@@ -335,7 +335,9 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
     // Run.
     install_kick_handler();
     let mut handles: Vec<JoinHandle<crate::vcpu::ExitStats>> = Vec::new();
+    let single = vcpus.len() == 1;
     for mut v in vcpus {
+        v.set_halt_probe(single);
         let name = format!("vcpu{}", handles.len());
         let h = std::thread::Builder::new()
             .name(name)
@@ -346,7 +348,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
             .map_err(VmError::Thread)?;
         handles.push(h);
     }
-    let result = event_loop(cfg, &control, console, rx_ready);
+    let result = event_loop(cfg, &control, console, rx_ready, &handles);
     if !control.should_stop() {
         // The loop failed: stop the guest anyway.
         control.request_stop(crate::StopReason::VmmError("event loop failed".into()));
@@ -387,6 +389,7 @@ fn event_loop(
     control: &Arc<VmControl>,
     console: Console,
     rx_ready: EventFd,
+    vcpus: &[JoinHandle<crate::vcpu::ExitStats>],
 ) -> Result<(), VmError> {
     let mut em: EventManager<Arc<Mutex<VmmLoop>>> =
         EventManager::new().map_err(VmError::EventLoop)?;
@@ -397,10 +400,37 @@ fn event_loop(
         },
     )?;
     em.add_subscriber(Arc::new(Mutex::new(lp)));
+    let mut next_probe = Instant::now() + HALT_PROBE_INTERVAL;
     while !control.should_stop() {
         em.run_with_timeout(200).map_err(VmError::EventLoop)?;
+        if Instant::now() >= next_probe {
+            // Let the vCPUs look whether the guest halted for good.
+            kick(vcpus);
+            next_probe = Instant::now() + HALT_PROBE_INTERVAL;
+        }
     }
     Ok(())
+}
+
+/// How often the vCPUs are kicked to check for a halted guest.
+const HALT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Signal every live vCPU thread out of KVM_RUN; returns how many were live.
+fn kick(handles: &[JoinHandle<crate::vcpu::ExitStats>]) -> usize {
+    let mut running = 0;
+    for h in handles.iter().filter(|h| !h.is_finished()) {
+        running += 1;
+        // SAFETY: the thread has not been joined (we hold its handle), so
+        // its pthread_t is valid even if it just exited; the signal has a
+        // no-op handler installed by install_kick_handler.
+        unsafe {
+            libc::pthread_kill(
+                std::os::unix::thread::JoinHandleExt::as_pthread_t(h),
+                kick_signal(),
+            );
+        }
+    }
+    running
 }
 
 /// Kick every vCPU thread out of KVM_RUN until all have returned (they check
@@ -408,19 +438,7 @@ fn event_loop(
 fn stop_vcpus(handles: &[JoinHandle<crate::vcpu::ExitStats>]) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let mut running = 0;
-        for h in handles.iter().filter(|h| !h.is_finished()) {
-            running += 1;
-            // SAFETY: the thread is alive (not finished, and not joined:
-            // we hold its handle), so its pthread_t is valid; the signal has
-            // a no-op handler installed by install_kick_handler.
-            unsafe {
-                libc::pthread_kill(
-                    std::os::unix::thread::JoinHandleExt::as_pthread_t(h),
-                    kick_signal(),
-                );
-            }
-        }
+        let running = kick(handles);
         if running == 0 || Instant::now() > deadline {
             if running > 0 {
                 log::warn!("{running} vCPU thread(s) did not stop");

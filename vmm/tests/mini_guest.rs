@@ -246,3 +246,26 @@ fn port_exit_round_trip_cost() {
     eprintln!("port I/O round trip (guest out + VMM dispatch + resume): {per_exit_us:.2} us");
     assert!(per_exit_us < 100.0, "{per_exit_us} us per exit");
 }
+
+#[test]
+fn silent_halt_with_interrupts_off_exits_0() {
+    need_kvm!();
+    // No console message: the VMM finds the vCPU halted with IF=0.
+    let mut a = Asm::new();
+    a.print("bye\n").cli_hlt().hang();
+    let t = std::time::Instant::now();
+    let r = run_mini(&a.code, &[]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert!(r.stderr.contains("guest halted"), "{}", r.dump());
+    assert!(t.elapsed().as_secs() < 10);
+}
+
+#[test]
+fn two_vcpus_start_and_stop() {
+    need_kvm!();
+    let mut a = Asm::new();
+    a.print("smp\n").reset().hang();
+    let r = run_mini(&a.code, &["--vcpus", "2"]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.stdout, "smp\n");
+}

@@ -201,6 +201,7 @@ impl Vcpu {
     pub fn run(&mut self) {
         loop {
             if self.control.should_stop() {
+                self.log_stop_position();
                 return;
             }
             if let Some(reason) = self.run_once() {
@@ -415,6 +416,29 @@ impl Vcpu {
             ),
         };
         Err(StopReason::Fault(summary))
+    }
+
+    /// Where the guest was when the VM was stopped from outside (timeout,
+    /// another device): the first thing to know about a hung guest.
+    fn log_stop_position(&self) {
+        if let (Ok(regs), Ok(sregs)) = (self.fd.get_regs(), self.fd.get_sregs()) {
+            let insn = fault::fetch_insn(&self.mem, &regs, &sregs);
+            let bytes: Vec<String> = insn.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            let msg = format!(
+                "vCPU {} stopped at RIP {:#x} (cs {:#x}, rflags {:#x}, cr3 {:#x}; bytes {})",
+                self.id,
+                regs.rip,
+                sregs.cs.selector,
+                regs.rflags,
+                sregs.cr3,
+                bytes.join(" ")
+            );
+            if self.control.reason() == Some(StopReason::Timeout) {
+                log::warn!("{msg}");
+            } else {
+                log::debug!("{msg}");
+            }
+        }
     }
 
     /// Treat "halted with interrupts disabled" as the end of the guest: only

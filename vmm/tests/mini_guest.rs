@@ -269,3 +269,41 @@ fn two_vcpus_start_and_stop() {
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.stdout, "smp\n");
 }
+
+#[test]
+fn stdin_reaches_the_guest_uart() {
+    need_kvm!();
+    // Poll LSR.DR, read RBR, echo it with a prefix, three times, then reset.
+    let mut a = Asm::new();
+    for _ in 0..3 {
+        a.mov_dx(0x3fd);
+        let top = a.code.len();
+        a.bytes(&[0xec]) // in al, dx
+            .bytes(&[0xa8, 0x01]); // test al, 1
+        let back = (top as i64 - (a.code.len() as i64 + 2)) as i8;
+        a.bytes(&[0x74, back as u8]) // jz top
+            .mov_dx(0x3f8)
+            .bytes(&[0xec]) // in al, dx
+            .bytes(&[0x88, 0xc3]) // mov bl, al
+            .print("got ")
+            .bytes(&[0x88, 0xd8]) // mov al, bl
+            .out_dx_al()
+            .print("\n");
+    }
+    a.reset().hang();
+    let elf = temp_file("echo.elf", &pvh_elf(&a.code));
+    let r = dmalab_stdin(
+        &[
+            "run",
+            "--kernel",
+            elf.0.to_str().unwrap(),
+            "--mem",
+            "16",
+            "--timeout",
+            "30",
+        ],
+        b"xyz",
+    );
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.stdout, "got x\ngot y\ngot z\n", "{}", r.dump());
+}

@@ -272,6 +272,27 @@ pub fn dmalab(args: &[&str]) -> Run {
     dmalab_env(args, &[])
 }
 
+/// Run the `dmalab` binary with `args`, feeding `input` on stdin.
+pub fn dmalab_stdin(args: &[&str], input: &[u8]) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dmalab"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run dmalab");
+    // Keep stdin open (no EOF) until the guest has stopped the VMM.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    let out = child.wait_with_output().expect("dmalab did not finish");
+    drop(stdin);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Run the `dmalab` binary with `args` and extra environment.
 pub fn dmalab_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dmalab"));

@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::LevelFilter;
 
+use device_model::Dma24Config;
+
 use crate::cpuid::CpuPolicy;
 use crate::memory::{MAX_MEM_MIB, MIN_MEM_MIB};
 use crate::vm::VmConfig;
@@ -54,6 +56,23 @@ pub enum Command {
     /// Boot a Linux guest.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Run(RunArgs),
+    /// Read a DMA trace written by `run --trace`.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+}
+
+/// `dmalab trace ...`.
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// Counts per outcome and direction, bytes moved, and every fault with
+    /// the bus address the guest asked for.
+    Summary {
+        /// A trace file (JSON Lines) written by `dmalab run --trace`.
+        file: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `dmalab run` options.
@@ -90,6 +109,19 @@ pub struct RunArgs {
     /// Do not relay stdin to the guest console.
     #[arg(long)]
     pub no_stdin: bool,
+    /// Put a dma24 device at PCI 00:01.0:
+    /// `dma24[,mask-bits=N][,overflow=reject|truncate][,mem=KIB]`
+    /// (defaults: 24 bits, reject, 64 KiB).
+    #[arg(long, value_name = "SPEC", value_parser = parse_device)]
+    pub device: Option<Dma24Config>,
+    /// Write the device's DMA trace (JSON Lines, one record per DMA segment
+    /// attempted) to FILE; needs --device.
+    #[arg(long, value_name = "FILE", requires = "device")]
+    pub trace: Option<PathBuf>,
+}
+
+fn parse_device(s: &str) -> Result<Dma24Config, String> {
+    crate::pci::parse_device_spec(s).map_err(|e| e.to_string())
 }
 
 fn parse_level(s: &str) -> Result<LevelFilter, String> {
@@ -176,6 +208,8 @@ impl RunArgs {
             timeout: self.timeout,
             boot_marker: self.boot_marker,
             stdin: !self.no_stdin,
+            device: self.device,
+            trace: self.trace,
         }
     }
 }
@@ -192,6 +226,44 @@ mod tests {
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args).unwrap().command {
             Command::Run(r) => r,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn device_and_trace() {
+        let r = run_args(&[
+            "run",
+            "--device",
+            "dma24,overflow=truncate",
+            "--trace",
+            "/t.jsonl",
+        ]);
+        let c = r.into_config();
+        let d = c.device.expect("device");
+        assert_eq!(d.overflow, device_model::Overflow::Truncate);
+        assert_eq!(c.trace, Some(PathBuf::from("/t.jsonl")));
+        let e = parse(&["run", "--device", "edu"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("one device type, dma24"), "{e}");
+        let e = parse(&["run", "--device", "dma24,mask-bits=8"]).unwrap_err();
+        assert!(e.to_string().contains("mask-bits"), "{e}");
+        // A trace without a device is a usage error.
+        let e = parse(&["run", "--trace", "/t"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn trace_summary_command() {
+        match parse(&["trace", "summary", "/t.jsonl", "--json"])
+            .unwrap()
+            .command
+        {
+            Command::Trace(TraceCommand::Summary { file, json }) => {
+                assert_eq!(file, PathBuf::from("/t.jsonl"));
+                assert!(json);
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -80,12 +80,44 @@ pub enum Completion {
     /// what the CPU would have done. PVM's emulator fails on it at CPL0 (the
     /// kernel's `int3_selftest()` runs it at every boot).
     Int3,
+    /// `ud0`/`ud1`/`ud2` (0F FF, 0F B9, 0F 0B, after any prefixes): inject
+    /// #UD (vector 6) with RIP left on the instruction, which is what the CPU
+    /// does. Linux's BUG() and WARN() are built on them (7.x WARN uses
+    /// `ud1`), and PVM's emulator fails on them at CPL0, so without this every
+    /// kernel warning would kill the guest.
+    InvalidOpcode,
 }
 
 /// Can the instruction starting with `bytes` be completed by the VMM?
 pub fn completion_for(bytes: &[u8]) -> Option<Completion> {
-    match bytes.first() {
-        Some(0xcc) => Some(Completion::Int3),
+    if bytes.first() == Some(&0xcc) {
+        return Some(Completion::Int3);
+    }
+    // Operand/address-size, segment, lock/rep and REX prefixes.
+    let body = {
+        let skip = bytes
+            .iter()
+            .take_while(|b| {
+                matches!(
+                    b,
+                    0x66 | 0x67
+                        | 0x26
+                        | 0x2e
+                        | 0x36
+                        | 0x3e
+                        | 0x64
+                        | 0x65
+                        | 0xf0
+                        | 0xf2
+                        | 0xf3
+                        | 0x40..=0x4f
+                )
+            })
+            .count();
+        &bytes[skip..]
+    };
+    match body {
+        [0x0f, 0x0b | 0xb9 | 0xff, ..] => Some(Completion::InvalidOpcode),
         _ => None,
     }
 }
@@ -253,6 +285,31 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(fetch_insn(&mem, &regs, &sregs).len(), 3);
+    }
+
+    #[test]
+    fn completions() {
+        assert_eq!(completion_for(&[0xcc, 0x90]), Some(Completion::Int3));
+        // WARN() in Linux 7.x: addr32 REX.W ud1.
+        assert_eq!(
+            completion_for(&[0x67, 0x48, 0x0f, 0xb9, 0x3a, 0x58]),
+            Some(Completion::InvalidOpcode)
+        );
+        assert_eq!(
+            completion_for(&[0x0f, 0x0b]),
+            Some(Completion::InvalidOpcode)
+        );
+        assert_eq!(
+            completion_for(&[0x0f, 0xff, 0x00]),
+            Some(Completion::InvalidOpcode)
+        );
+        assert_eq!(
+            completion_for(&[0x0f, 0xae, 0x2f]),
+            None,
+            "xrstor is not completed"
+        );
+        assert_eq!(completion_for(&[0x67, 0x48]), None);
+        assert_eq!(completion_for(&[]), None);
     }
 
     #[test]

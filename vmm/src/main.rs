@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use log::LevelFilter;
-use vmm::cli::{Cli, Command};
+use vmm::cli::{Cli, Command, TraceCommand};
 use vmm::{logger, ExitCode};
 
 fn main() {
@@ -36,6 +36,25 @@ fn main() {
                 e.exit_code()
             }
         },
+        Command::Trace(TraceCommand::Summary { file, json }) => {
+            match device_model::trace::summary::summarize_file(&file) {
+                Ok(s) => {
+                    print!(
+                        "{}",
+                        if json {
+                            s.to_json() + "\n"
+                        } else {
+                            s.render_table()
+                        }
+                    );
+                    ExitCode::Clean
+                }
+                Err(e) => {
+                    eprintln!("dmalab: error: {e}");
+                    ExitCode::Usage
+                }
+            }
+        }
     };
     std::process::exit(code.code());
 }

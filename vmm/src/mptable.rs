@@ -36,8 +36,9 @@ const INT_TYPE_EXTINT: u8 = 3;
 
 /// Polarity and trigger "conform to the bus" (ISA: edge, active high).
 const IRQ_FLAGS_CONFORM: u16 = 0;
-/// Active low, level triggered (PCI INTx).
-const IRQ_FLAGS_PCI: u16 = 0b11 | (0b11 << 2);
+/// Active high, level triggered (PCI INTx as the VMM delivers it: the irqfd
+/// raises the IOAPIC pin to 1 while asserted, as SeaBIOS's tables also say).
+const IRQ_FLAGS_PCI: u16 = 0b01 | (0b11 << 2);
 
 /// Errors building or writing the table.
 #[derive(Debug, Error)]

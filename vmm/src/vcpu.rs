@@ -43,6 +43,8 @@ pub struct ExitStats {
     pub pio: u64,
     pub mmio: u64,
     pub int3_completed: u64,
+    /// ud0/ud1/ud2 completed by injecting #UD (kernel BUG/WARN).
+    pub ud_completed: u64,
     pub interrupted: u64,
     pub other: u64,
 }
@@ -384,17 +386,32 @@ impl Vcpu {
             kvm_insn
         };
         if internal.suberror == KVM_INTERNAL_ERROR_EMULATION {
-            if let Some(Completion::Int3) = fault::completion_for(&insn) {
-                self.complete_int3(regs)
-                    .map_err(|e| vmm_err("completing int3", e))?;
-                self.stats.int3_completed += 1;
-                log::debug!(
-                    "vCPU {}: KVM could not emulate int3 at RIP {:#x}: completed it \
-                     (RIP += 1, #BP injected)",
-                    self.id,
-                    regs.rip
-                );
-                return Ok(());
+            match fault::completion_for(&insn) {
+                Some(Completion::Int3) => {
+                    self.complete_int3(regs)
+                        .map_err(|e| vmm_err("completing int3", e))?;
+                    self.stats.int3_completed += 1;
+                    log::debug!(
+                        "vCPU {}: KVM could not emulate int3 at RIP {:#x}: completed it \
+                         (RIP += 1, #BP injected)",
+                        self.id,
+                        regs.rip
+                    );
+                    return Ok(());
+                }
+                Some(Completion::InvalidOpcode) => {
+                    self.inject_exception(6)
+                        .map_err(|e| vmm_err("injecting #UD", e))?;
+                    self.stats.ud_completed += 1;
+                    log::debug!(
+                        "vCPU {}: KVM could not emulate ud0/ud1/ud2 at RIP {:#x} \
+                         (a kernel BUG/WARN): #UD injected",
+                        self.id,
+                        regs.rip
+                    );
+                    return Ok(());
+                }
+                None => {}
             }
         }
         let report = fault::report(internal.suberror, &data, &insn, &regs, &sregs, self.policy);
@@ -462,10 +479,15 @@ impl Vcpu {
     fn complete_int3(&self, mut regs: kvm_regs) -> Result<(), kvm_ioctls::Error> {
         regs.rip = regs.rip.wrapping_add(1);
         self.fd.set_regs(&regs)?;
+        self.inject_exception(3)
+    }
+
+    /// Injects exception `vector` (one without an error code) at the current RIP.
+    fn inject_exception(&self, vector: u8) -> Result<(), kvm_ioctls::Error> {
         let mut events = self.fd.get_vcpu_events()?;
         events.exception.injected = 1;
         events.exception.pending = 0;
-        events.exception.nr = 3;
+        events.exception.nr = vector;
         events.exception.has_error_code = 0;
         events.exception.error_code = 0;
         // Leave NMI, SIPI, shadow and SMM state alone.

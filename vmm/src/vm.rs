@@ -28,6 +28,7 @@ use crate::loader::{self, LoaderError};
 use crate::logger;
 use crate::memory::{self, MemoryError, KVM_TSS_ADDR};
 use crate::mptable::{self, MptableError};
+use crate::pci::{self, AttachError, HostBridge, PciConfigPorts, PciError, PciMmioWindow, PciRoot};
 use crate::serial::{
     ConsoleOut, ConsoleWatcher, EventFdTrigger, RxReady, SerialDevice, Stdout, COM1_IRQ, COM1_LEN,
     COM1_PORT,
@@ -49,6 +50,10 @@ pub struct VmConfig {
     pub boot_marker: Option<String>,
     /// Relay stdin to the guest console.
     pub stdin: bool,
+    /// A dma24 device at 00:01.0.
+    pub device: Option<device_model::Dma24Config>,
+    /// Where the device's DMA trace goes.
+    pub trace: Option<PathBuf>,
 }
 
 /// Errors setting up or running the VM.
@@ -92,6 +97,10 @@ pub enum VmError {
     },
     #[error("event loop failed: {0:?}")]
     EventLoop(event_manager::Error),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Pci(#[from] PciError),
     #[error("cannot start vCPU thread: {0}")]
     Thread(std::io::Error),
 }
@@ -100,7 +109,11 @@ impl VmError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            VmError::Loader(_) | VmError::Memory(MemoryError::BadSize(_)) => ExitCode::Usage,
+            VmError::Loader(_)
+            | VmError::Memory(MemoryError::BadSize(_))
+            | VmError::Attach(AttachError::Trace(_) | AttachError::Options { .. }) => {
+                ExitCode::Usage
+            }
             _ => ExitCode::VmmError,
         }
     }
@@ -218,6 +231,12 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
         .map(loader::inspect_initrd)
         .transpose()?;
     loader::check_memory(&kernel, initrd.as_ref(), mem_size)?;
+    // The trace file too: an unwritable path is the user's to fix. Its clock
+    // (t_ns in every record) starts here, at VM creation.
+    let trace = match (&cfg.device, &cfg.trace) {
+        (Some(dev), Some(path)) => Some(pci::open_trace(path, dev)?),
+        _ => None,
+    };
 
     let kvm = open_kvm()?;
     let pvm = host_is_pvm();
@@ -233,7 +252,8 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
         if cfg.vcpus == 1 { "" } else { "s" },
         cfg.cpu
     );
-    let vm = create_vm(&kvm)?;
+    // Shared: the device's MSIs are sent on it from the DMA worker thread.
+    let vm = Arc::new(create_vm(&kvm)?);
     let mem = memory::create_guest_memory(mem_size)?;
     register_memory(&vm, &mem)?;
 
@@ -293,8 +313,37 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
         u64::from(DEBUG_PORTS_BASE),
         u64::from(DEBUG_PORTS_LEN),
     )?;
+    let mut mmio = Bus::new();
+    let mut pci_routes = Vec::new();
+    let mut dma24 = None;
+    if let Some(dev_cfg) = cfg.device.clone() {
+        let window = memory::PCI_MMIO_WINDOW_END - memory::PCI_MMIO_WINDOW_START;
+        let mut root = PciRoot::new(memory::PCI_MMIO_WINDOW_START, window)?;
+        root.add_device(0, Arc::new(Mutex::new(HostBridge)), 0)?;
+        let attached = pci::attach_dma24(vm.clone(), &mem, &mut root, dev_cfg, trace)?;
+        pci_routes.push(attached.route);
+        let root = Arc::new(Mutex::new(root));
+        pio.insert(
+            Arc::new(Mutex::new(PciConfigPorts(root.clone()))),
+            u64::from(pci::CONFIG_PORTS_BASE),
+            u64::from(pci::CONFIG_PORTS_LEN),
+        )?;
+        mmio.insert(
+            Arc::new(Mutex::new(PciMmioWindow(root))),
+            memory::PCI_MMIO_WINDOW_START,
+            window,
+        )?;
+        log::info!(
+            "dma24 at 00:{:02x}.0 (INTA -> IOAPIC pin {}, MSI capable), BARs in {:#x}..{:#x}",
+            pci::DMA24_SLOT,
+            attached.route.ioapic_pin,
+            memory::PCI_MMIO_WINDOW_START,
+            memory::PCI_MMIO_WINDOW_END
+        );
+        dma24 = Some(attached.device);
+    }
     let pio = Arc::new(pio);
-    let mmio = Arc::new(Bus::new());
+    let mmio = Arc::new(mmio);
 
     // vCPUs, then what depends on them (lpj from the TSC rate).
     let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
@@ -322,7 +371,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
     let entry: EntryPoint =
         loader::write_boot_info(&mem, &lk, li, &cmdline, &memory::e820_map(mem_size))?;
     write_entry_structures(&mem, &entry)?;
-    mptable::write(&mem, cfg.vcpus, &[])?;
+    mptable::write(&mem, cfg.vcpus, &pci_routes)?;
     for v in &vcpus {
         v.configure_boot(&entry)?;
     }
@@ -361,10 +410,11 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
         }
         match h.join() {
             Ok(s) => log::debug!(
-                "vCPU {i}: {} port I/O exits, {} MMIO exits, {} int3 completed, {} interrupted",
+                "vCPU {i}: {} port I/O exits, {} MMIO exits, {} int3 and {} ud completed, {} interrupted",
                 s.pio,
                 s.mmio,
                 s.int3_completed,
+                s.ud_completed,
                 s.interrupted
             ),
             Err(_) => log::error!("vCPU {i} thread panicked"),
@@ -381,7 +431,28 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
     );
     // Keep guest memory alive until the vCPUs are gone (register_memory's SAFETY).
     drop(mem);
+    // The device's worker stops with the device; the trace sink (held by the
+    // device) then writes its footer and closes the file.
+    if let Some(dev) = dma24 {
+        close_device(dev);
+    }
     Ok(code)
+}
+
+/// Stops the device's worker and closes its trace, reporting what it wrote.
+fn close_device(dev: Arc<Mutex<device_model::Dma24<GuestMemoryMmap>>>) {
+    let d = dev.lock().unwrap_or_else(|e| e.into_inner());
+    d.wait_idle(Duration::from_secs(2));
+    if let Some(sink) = d.trace_sink() {
+        match sink.finish() {
+            Ok(stats) => log::info!(
+                "DMA trace closed: {} records, {} dropped",
+                stats.records,
+                stats.dropped
+            ),
+            Err(e) => log::error!("DMA trace: {e}"),
+        }
+    }
 }
 
 fn event_loop(
@@ -489,6 +560,8 @@ mod tests {
             timeout: None,
             boot_marker: None,
             stdin: false,
+            device: None,
+            trace: None,
         };
         let e = run(&cfg).unwrap_err();
         assert!(

@@ -1,0 +1,408 @@
+//! The boot-and-transfer suite: real guests in dmalab with the dma24 device,
+//! the driver's KUnit suites and the user-space tool, cross-checked against
+//! the host's DMA trace.
+//!
+//! Each guest configuration boots once (about 1.5 minutes of emulated guest
+//! kernel on PVM hosts) and every test of that configuration reads the same
+//! run. Without images these tests are skipped with a message, unless
+//! DMALAB_REQUIRE_IMAGES=1 (set by `cargo xtask test`), which fails them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ci::crosscheck::{self, Trace};
+use ci::guest::{self, Artifacts, GuestRun, GuestSpec};
+use ci::ktap;
+use device_model::{Direction, Outcome};
+
+/// Guest settings every configuration shares: a small DMA-API debug table
+/// (the default costs 4 s of emulated boot).
+const COMMON_CMDLINE: &str = "dma_debug_entries=1024";
+
+struct Booted {
+    run: GuestRun,
+    trace: Option<Trace>,
+}
+
+fn out_dir() -> PathBuf {
+    guest::cache_dir().join("test-runs")
+}
+
+fn boot(spec: GuestSpec) -> Option<Booted> {
+    let artifacts = Artifacts::for_test(&spec.name)?;
+    let run =
+        guest::boot(&artifacts, &spec, &out_dir()).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+    let trace = run
+        .trace
+        .as_ref()
+        .map(|p| Trace::load(p).unwrap_or_else(|e| panic!("{}: {e}\n{}", spec.name, tail(&run))));
+    Some(Booted { run, trace })
+}
+
+fn tail(run: &GuestRun) -> String {
+    let summary = run
+        .trace
+        .as_ref()
+        .and_then(|p| device_model::trace::summary::summarize_file(p).ok())
+        .map(|s| s.render_table())
+        .unwrap_or_else(|| "(no trace)".into());
+    format!(
+        "--- {} console tail (full log in {}) ---\n{}\n--- trace summary ---\n{summary}",
+        run.name,
+        out_dir()
+            .join(format!("{}.console.log", run.name))
+            .display(),
+        run.console_tail(60)
+    )
+}
+
+/// The driver built in, default device (24 bits, reject), MSI: KUnit at boot,
+/// then the user-space tool through /dev/dma24-0.
+fn kunit_reject_msi() -> Option<&'static Booted> {
+    static RUN: OnceLock<Option<Booted>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        boot(GuestSpec {
+            name: "kunit-reject-msi".into(),
+            kernel: "vmlinux-kunit".into(),
+            initrd: true,
+            cmdline: COMMON_CMDLINE.into(),
+            device: Some("dma24".into()),
+            mem_mib: 128,
+            timeout: Duration::from_secs(600),
+        })
+    })
+    .as_ref()
+}
+
+/// The driver built in, a truncating device, INTx forced.
+fn kunit_truncate_intx() -> Option<&'static Booted> {
+    static RUN: OnceLock<Option<Booted>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        boot(GuestSpec {
+            name: "kunit-truncate-intx".into(),
+            kernel: "vmlinux-kunit".into(),
+            initrd: true,
+            cmdline: format!("{COMMON_CMDLINE} dmalab.force_intx=1 dmalab.run=none"),
+            device: Some("dma24,overflow=truncate".into()),
+            mem_mib: 128,
+            timeout: Duration::from_secs(600),
+        })
+    })
+    .as_ref()
+}
+
+/// The module kernel: busybox init loads dmalab.ko, runs dma24-tool, removes
+/// the module.
+fn module_userspace() -> Option<&'static Booted> {
+    static RUN: OnceLock<Option<Booted>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        boot(GuestSpec {
+            name: "module-userspace".into(),
+            kernel: "vmlinux".into(),
+            initrd: true,
+            cmdline: COMMON_CMDLINE.into(),
+            device: Some("dma24".into()),
+            mem_mib: 128,
+            timeout: Duration::from_secs(600),
+        })
+    })
+    .as_ref()
+}
+
+/// The suites the driver must run, with at least this many cases each.
+const SUITES: &[(&str, usize)] = &[
+    ("dmalab_probe", 2),
+    ("dmalab_transfer", 6),
+    ("dmalab_uapi", 3),
+    ("dmalab_alloc_lab", 8),
+    ("dmalab_faults", 9),
+    ("dmalab_lifecycle", 1),
+];
+
+fn check_clean_exit(b: &Booted) {
+    assert_eq!(b.run.exit, Some(0), "dmalab exit status\n{}", tail(&b.run));
+    let init = b.run.init_lines();
+    assert!(
+        init.contains(&"done"),
+        "init did not finish\n{}",
+        tail(&b.run)
+    );
+    assert!(
+        init.contains(&"dma-api error_count=0"),
+        "the kernel's DMA-API debugging found errors (or did not report)\n{}",
+        tail(&b.run)
+    );
+}
+
+fn check_kunit(b: &Booted, skips_allowed: &[&str]) {
+    let suites = ktap::parse(&b.run.console);
+    let by_name: BTreeMap<&str, &ktap::Suite> =
+        suites.iter().map(|s| (s.name.as_str(), s)).collect();
+    for (name, min_cases) in SUITES {
+        let s = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("suite {name} did not run\n{}", tail(&b.run)));
+        assert_eq!(
+            s.ok,
+            Some(true),
+            "suite {name} did not pass: {:?}\n{}",
+            s.cases,
+            tail(&b.run)
+        );
+        assert_eq!(s.failed(), 0, "{name}: {:?}", s.cases);
+        assert!(
+            s.cases.len() >= *min_cases,
+            "{name} ran {} cases: {:?}",
+            s.cases.len(),
+            s.cases
+        );
+        for c in &s.cases {
+            if let ktap::Outcome::Skip(why) = &c.outcome {
+                assert!(
+                    skips_allowed.iter().any(|a| c.name == *a),
+                    "{name}.{} skipped unexpectedly: {why}\n{}",
+                    c.name,
+                    tail(&b.run)
+                );
+            }
+        }
+    }
+}
+
+/// The STARTs the KUnit tests say they made (`# dma24-0: N STARTs; ...`).
+fn reported_starts(console: &str) -> u64 {
+    console
+        .lines()
+        .filter_map(|l| l.split_once("# dma24-0: ").map(|(_, r)| r))
+        .filter_map(|r| {
+            r.split_once(" STARTs")
+                .and_then(|(n, _)| n.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn transfers_in(trace: &Trace) -> BTreeSet<u64> {
+    trace.records.iter().map(|r| r.transfer).collect()
+}
+
+fn check_trace_complete(b: &Booted) -> &Trace {
+    let t = b.trace.as_ref().expect("the run has a trace");
+    let footer = t
+        .footer
+        .unwrap_or_else(|| panic!("trace has no footer: not closed\n{}", tail(&b.run)));
+    assert_eq!(footer.dropped, 0, "trace dropped records");
+    assert_eq!(
+        footer.records,
+        t.records.len() as u64,
+        "footer count vs records"
+    );
+    for (i, r) in t.records.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1, "sequence numbers have a gap at {i}");
+    }
+    t
+}
+
+/// The faults the KUnit fault suite plants on a rejecting device, one each.
+fn planted_faults_reject() -> BTreeMap<Outcome, usize> {
+    BTreeMap::from([
+        (Outcome::RejectedMask, 3),
+        (Outcome::BmeOff, 1),
+        (Outcome::BadLength, 1),
+        (Outcome::BadOffset, 1),
+        (Outcome::BadCommand, 1),
+        (Outcome::BadDescriptor, 1),
+    ])
+}
+
+fn fault_counts(trace: &Trace) -> BTreeMap<Outcome, usize> {
+    let mut m = BTreeMap::new();
+    for r in trace.records.iter().filter(|r| r.outcome != Outcome::Ok) {
+        *m.entry(r.outcome).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn kunit_suites_pass_on_a_24_bit_device_with_msi() {
+    let Some(b) = kunit_reject_msi() else { return };
+    check_clean_exit(b);
+    check_kunit(b, &[]);
+    assert!(
+        b.run.console.contains("Msi, /dev/dma24-0"),
+        "the driver did not use MSI\n{}",
+        tail(&b.run)
+    );
+}
+
+#[test]
+fn trace_holds_exactly_the_transfers_the_suites_made() {
+    let Some(b) = kunit_reject_msi() else { return };
+    let t = check_trace_complete(b);
+    let starts = reported_starts(&b.run.console);
+    let tool = crosscheck::tool_transfers(&b.run.console);
+    // Each tool round trip is two STARTs per 16 KiB chunk.
+    let tool_starts: u64 = tool.iter().map(|x| x.len.div_ceil(16 * 1024)).sum();
+    assert!(
+        starts > 0,
+        "the suites reported no STARTs\n{}",
+        tail(&b.run)
+    );
+    assert_eq!(
+        transfers_in(t).len() as u64,
+        starts + tool_starts,
+        "transfers in the trace vs STARTs the guest reported (KUnit {starts}, tool {tool_starts})"
+    );
+    assert_eq!(
+        fault_counts(t),
+        planted_faults_reject(),
+        "faults in the trace vs the planted ones"
+    );
+    assert_eq!(t.header.mask_bits, 24);
+    assert_eq!(t.header.overflow, "reject");
+}
+
+#[test]
+fn faults_are_refused_before_memory_is_touched() {
+    let Some(b) = kunit_reject_msi() else { return };
+    let t = check_trace_complete(b);
+    for r in t.records.iter().filter(|r| r.outcome != Outcome::Ok) {
+        assert_eq!(r.hash, None, "a refused access moved bytes: {r:?}");
+        assert_ne!(r.error, 0, "a refused access without an error code: {r:?}");
+    }
+    let over: Vec<_> = t
+        .records
+        .iter()
+        .filter(|r| r.outcome == Outcome::RejectedMask)
+        .collect();
+    assert!(
+        over.iter().all(|r| r.requested_addr.0 + r.len > 0x100_0000),
+        "{over:?}"
+    );
+    for r in t.records.iter().filter(|r| r.outcome == Outcome::Ok) {
+        let end = r.effective_addr.expect("ok records have an address").0 + r.len;
+        assert!(
+            end <= 0x100_0000,
+            "an ok access beyond the 24-bit mask: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn user_space_tool_transfers_match_the_trace_builtin() {
+    let Some(b) = kunit_reject_msi() else { return };
+    check_tool(b);
+}
+
+#[test]
+fn truncating_device_with_intx() {
+    let Some(b) = kunit_truncate_intx() else {
+        return;
+    };
+    check_clean_exit(b);
+    // The crossing-the-mask case cannot fault on a device that wraps.
+    check_kunit(b, &["over_mask_crossing"]);
+    assert!(
+        b.run.console.contains("Intx, /dev/dma24-0"),
+        "the driver did not use INTx\n{}",
+        tail(&b.run)
+    );
+    let t = check_trace_complete(b);
+    assert_eq!(t.header.overflow, "truncate");
+    let truncated: Vec<_> = t
+        .records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Truncated)
+        .collect();
+    assert!(
+        !truncated.is_empty(),
+        "no truncated records on a truncating device"
+    );
+    for r in &truncated {
+        let eff = r
+            .effective_addr
+            .expect("truncated records have the effective address")
+            .0;
+        assert_eq!(
+            eff,
+            r.requested_addr.0 & 0xff_ffff,
+            "effective = requested & mask: {r:?}"
+        );
+        assert_ne!(eff, r.requested_addr.0);
+    }
+    assert!(
+        !t.records.iter().any(|r| r.outcome == Outcome::RejectedMask),
+        "a truncating device rejected an address"
+    );
+    assert_eq!(
+        transfers_in(t).len() as u64,
+        reported_starts(&b.run.console)
+    );
+}
+
+#[test]
+fn module_loads_transfers_from_user_space_and_unloads() {
+    let Some(b) = module_userspace() else { return };
+    check_clean_exit(b);
+    let init = b.run.init_lines();
+    for line in ["insmod dmalab ok", "dma24-tool exit=0", "rmmod dmalab ok"] {
+        assert!(
+            init.contains(&line),
+            "init did not print {line:?}: {init:?}\n{}",
+            tail(&b.run)
+        );
+    }
+    assert!(
+        init.iter().any(
+            |l| l.starts_with("pci 0000:00:01.0 vendor=0x1234 device=0xd024")
+                && l.ends_with("driver=bound")
+        ),
+        "the guest did not list the bound dma24: {init:?}"
+    );
+    for (bar, size) in [(0, 0x1000u64), (1, 0x10000)] {
+        let line = init
+            .iter()
+            .find(|l| l.starts_with(&format!("pci 0000:00:01.0 resource{bar} ")))
+            .unwrap_or_else(|| panic!("no BAR{bar} line: {init:?}"));
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+                .unwrap_or_else(|| panic!("{line}"))
+        };
+        assert_eq!(
+            field("end=") - field("start=") + 1,
+            size,
+            "BAR{bar} size: {line}"
+        );
+    }
+    check_tool(b);
+}
+
+fn check_tool(b: &Booted) {
+    let result = b
+        .run
+        .console
+        .lines()
+        .find_map(|l| {
+            l.split_once("dma24-tool: result ")
+                .map(|(_, r)| r.to_string())
+        })
+        .unwrap_or_else(|| panic!("no dma24-tool result line\n{}", tail(&b.run)));
+    assert!(
+        result.contains(" failed=0 "),
+        "dma24-tool: {result}\n{}",
+        tail(&b.run)
+    );
+    let t = check_trace_complete(b);
+    let transfers = crosscheck::tool_transfers(&b.run.console);
+    assert!(
+        transfers.len() >= 14,
+        "expected 7 round trips, got {transfers:?}"
+    );
+    for x in &transfers {
+        crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
+    }
+    assert!(transfers.iter().any(|x| x.dir == Direction::FromDevice));
+}

@@ -41,6 +41,10 @@ build_initramfs() {
     step "building the initramfs"
     dpkg -x "$BUSYBOX_DEB" "$INITRAMFS_DIR/busybox"
     local list=$INITRAMFS_DIR/files.txt a
+    # Debug info is of no use in the guest and costs unpack time there.
+    if [ -n "${MODULE_DIR:-}" ] && [ -f "$MODULE_DIR/dmalab.ko" ]; then
+        strip --strip-debug -o "$INITRAMFS_DIR/dmalab.ko" "$MODULE_DIR/dmalab.ko"
+    fi
     {
         echo "dir /bin 0755 0 0"
         echo "dir /sbin 0755 0 0"
@@ -52,12 +56,14 @@ build_initramfs() {
         echo "dir /lib 0755 0 0"
         echo "dir /lib/modules 0755 0 0"
         echo "file /init $IMAGES/initramfs/init 0755 0 0"
+        echo "dir /etc 0755 0 0"
+        echo "file /etc/fstab $IMAGES/initramfs/fstab 0644 0 0"
         echo "file /bin/busybox $INITRAMFS_DIR/busybox/usr/bin/busybox 0755 0 0"
         for a in $BUSYBOX_APPLETS; do
             echo "slink /bin/$a busybox 0777 0 0"
         done
         if [ -n "${MODULE_DIR:-}" ] && [ -f "$MODULE_DIR/dmalab.ko" ]; then
-            echo "file /lib/modules/dmalab.ko $MODULE_DIR/dmalab.ko 0644 0 0"
+            echo "file /lib/modules/dmalab.ko $INITRAMFS_DIR/dmalab.ko 0644 0 0"
         fi
         if [ -n "${GUEST_TOOL:-}" ] && [ -f "$GUEST_TOOL" ]; then
             echo "file /bin/dma24-tool $GUEST_TOOL 0755 0 0"

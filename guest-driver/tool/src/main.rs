@@ -7,6 +7,8 @@
 //!   `dma24-tool: result passed=N failed=M bytes_to_device=X bytes_from_device=Y`.
 //! - `dma24-tool boot-done`: tells the VMM the guest has booted (writes the
 //!   boot-timer magic to dmalab's debug port 0xf5).
+//! - `dma24-tool exit STATUS`: ends the VM through dmalab's exit port 0xf4
+//!   (dmalab exits 0 for status 0, 5 otherwise). Not for other VMMs.
 //!
 //! Built as a static binary (glibc with crt-static) by images/build.sh.
 
@@ -16,6 +18,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::ExitCode;
 
+/// dmalab's exit port: a status written there ends the VM (0 -> dmalab exits 0).
+const EXIT_PORT: u16 = 0xf4;
 /// dmalab's boot-timer port and the value that means "booted" (vmm/src/debugport.rs).
 const TIMER_PORT: u16 = 0xf5;
 const BOOT_DONE_MAGIC: u8 = 123;
@@ -37,8 +41,15 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some("selftest") => selftest(args.get(2).map_or("/dev/dma24-0", String::as_str)),
         Some("boot-done") => boot_done(),
+        Some("exit") => match args.get(2).map(|s| s.parse::<u8>()) {
+            Some(Ok(status)) => exit_vm(status),
+            _ => {
+                eprintln!("usage: dma24-tool exit STATUS (0-255)");
+                ExitCode::from(2)
+            }
+        },
         _ => {
-            eprintln!("usage: dma24-tool selftest [DEVICE] | boot-done");
+            eprintln!("usage: dma24-tool selftest [DEVICE] | boot-done | exit STATUS");
             ExitCode::from(2)
         }
     }
@@ -100,19 +111,36 @@ fn selftest(path: &str) -> ExitCode {
     }
 }
 
-fn boot_done() -> ExitCode {
-    // SAFETY: ioperm only changes this process's I/O permission bitmap; it
-    // fails with EPERM without CAP_SYS_RAWIO, which is reported.
-    if unsafe { libc::ioperm(TIMER_PORT.into(), 1, 1) } != 0 {
-        eprintln!(
-            "dma24-tool: ioperm({TIMER_PORT:#x}): {}",
-            std::io::Error::last_os_error()
-        );
-        return ExitCode::FAILURE;
+/// Writes one byte to an I/O port (needs CAP_SYS_RAWIO: init runs as root).
+fn outb(port: u16, value: u8) -> Result<(), std::io::Error> {
+    // SAFETY: ioperm only changes this process's I/O permission bitmap.
+    if unsafe { libc::ioperm(port.into(), 1, 1) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the port was granted above; writing it only informs the VMM.
     unsafe {
-        std::arch::asm!("out dx, al", in("dx") TIMER_PORT, in("al") BOOT_DONE_MAGIC, options(nomem, nostack));
+        std::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack));
     }
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+fn exit_vm(status: u8) -> ExitCode {
+    match outb(EXIT_PORT, status) {
+        // On dmalab the VM is gone before this returns.
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dma24-tool: port {EXIT_PORT:#x}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn boot_done() -> ExitCode {
+    match outb(TIMER_PORT, BOOT_DONE_MAGIC) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dma24-tool: port {TIMER_PORT:#x}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,18 +1,19 @@
 //! MMIO dispatch cost, for `cargo xtask bench` (or on its own:
 //! `cargo bench -p ci --bench mmio`).
 //!
-//! 1. Host side only (criterion, group `mmio_dispatch`): `vmm::bus::Bus`
-//!    lookup, its per-device mutex and a dma24 register access, which is what
-//!    the vCPU thread does between a KVM MMIO exit and the next KVM_RUN.
-//!    The VMM does not put dma24 on its MMIO bus yet (PCI integration is in
-//!    progress), so a small adapter here maps BAR0/BAR1 straight onto the
-//!    bus: the real PCI root may add one routing step inside its window.
+//! 1. Host side only (criterion, group `mmio_dispatch`): what the vCPU
+//!    thread does between a KVM MMIO exit and the next KVM_RUN, built the
+//!    way `vmm::vm::run` builds it: `vmm::bus::Bus` lookup -> the
+//!    `PciMmioWindow` (PCI root lock, route scan) -> dma24's lock and
+//!    register decode.
 //! 2. Round trip seen by a guest (own harness, printed as one JSON line
 //!    `mmio_guest_json: {...}`): a 32-bit mini guest runs N reads (or writes)
 //!    of a dma24 register in a loop, through dmalab's own vCPU exit path
-//!    (`vmm::vcpu::Vcpu::run_once` -> `Bus` -> dma24), timed on the host from
-//!    the first KVM_RUN to the final `hlt`. The same loop reading guest RAM
-//!    instead is the baseline for the loop's own (emulated, on PVM) cost.
+//!    (`vmm::vcpu::Vcpu::run_once` -> `Bus` -> PCI root -> dma24, attached
+//!    with `vmm::pci::attach_dma24` like `dmalab run --device dma24`), timed
+//!    on the host from the first KVM_RUN to the exit-port write that ends
+//!    it. The same loop reading guest RAM instead is the baseline for the
+//!    loop's own (emulated, on PVM) cost.
 //!
 //! Only the public API of the `vmm` and `device-model` crates is used.
 
@@ -24,13 +25,9 @@ use criterion::Criterion;
 use device_model::regs::{BAR_DEVMEM, BAR_REGS, REG_COUNT_TRANSFERS, REG_IRQ_STATUS, REG_MAGIC};
 use device_model::{Dma24, Dma24Config, InterruptSink, PciDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm::bus::{Bus, BusDevice, SharedDevice};
-
-/// Where the mini guest (and the host-side bench) finds the BARs: the start
-/// of dmalab's PCI MMIO window.
-const BAR0_ADDR: u64 = 0xc000_0000;
-const BAR1_ADDR: u64 = 0xc001_0000;
-const DEVMEM_SIZE: u64 = 64 * 1024;
+use vmm::bus::Bus;
+use vmm::memory::{PCI_MMIO_WINDOW_END, PCI_MMIO_WINDOW_START};
+use vmm::pci::{HostBridge, PciMmioWindow, PciRoot, DMA24_SLOT};
 
 struct NoIrq;
 impl InterruptSink for NoIrq {
@@ -38,84 +35,80 @@ impl InterruptSink for NoIrq {
     fn signal_msi(&self, _: u64, _: u32) {}
 }
 
-/// One BAR of the device as a bus device: what the PCI root will do once
-/// dma24 is wired into the VMM.
-struct BarWindow {
-    dev: Arc<Mutex<Dma24<GuestMemoryMmap>>>,
-    bar: u8,
-}
+type SharedDma24 = Arc<Mutex<Dma24<GuestMemoryMmap>>>;
 
-impl BusDevice for BarWindow {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        self.dev
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read_bar(self.bar, offset, data);
-    }
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        self.dev
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .write_bar(self.bar, offset, data);
-    }
-}
-
-/// A dma24 with memory decoding on and its BARs programmed, and an MMIO bus
-/// with both BARs on it.
-fn device_and_bus(mem: GuestMemoryMmap) -> (Arc<Mutex<Dma24<GuestMemoryMmap>>>, Bus) {
-    let mut dev = Dma24::new(Dma24Config::default(), mem, Arc::new(NoIrq), None)
-        .expect("dma24 with the default configuration");
-    dev.write_config(0x10, &(BAR0_ADDR as u32).to_le_bytes());
-    dev.write_config(0x14, &(BAR1_ADDR as u32).to_le_bytes());
-    dev.write_config(0x04, &6u16.to_le_bytes()); // MEM | BUS MASTER
-    let dev = Arc::new(Mutex::new(dev));
+/// A PCI root with the host bridge, the MMIO bus with its window, as
+/// `vmm::vm::run` sets them up; `add` puts dma24 in its slot.
+fn root_and_bus(add: impl FnOnce(&mut PciRoot) -> SharedDma24) -> (SharedDma24, Bus) {
+    let window = PCI_MMIO_WINDOW_END - PCI_MMIO_WINDOW_START;
+    let mut root = PciRoot::new(PCI_MMIO_WINDOW_START, window).expect("PCI window");
+    root.add_device(0, Arc::new(Mutex::new(HostBridge)), 0)
+        .expect("host bridge");
+    let dev = add(&mut root);
     let mut bus = Bus::new();
-    let bar0: SharedDevice = Arc::new(Mutex::new(BarWindow {
-        dev: dev.clone(),
-        bar: BAR_REGS,
-    }));
-    let bar1: SharedDevice = Arc::new(Mutex::new(BarWindow {
-        dev: dev.clone(),
-        bar: BAR_DEVMEM,
-    }));
-    bus.insert(bar0, BAR0_ADDR, 4096).expect("BAR0 on the bus");
-    bus.insert(bar1, BAR1_ADDR, DEVMEM_SIZE)
-        .expect("BAR1 on the bus");
+    bus.insert(
+        Arc::new(Mutex::new(PciMmioWindow(Arc::new(Mutex::new(root))))),
+        PCI_MMIO_WINDOW_START,
+        window,
+    )
+    .expect("PCI window on the MMIO bus");
     (dev, bus)
+}
+
+/// Where the root placed `bar` of the device.
+fn bar_address(dev: &SharedDma24, bar: u8) -> u64 {
+    dev.lock()
+        .unwrap()
+        .bars()
+        .iter()
+        .find(|b| b.index == bar)
+        .map(|b| b.address)
+        .expect("the BAR exists")
 }
 
 fn host_dispatch(c: &mut Criterion) {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("1 MiB");
-    let (dev, bus) = device_and_bus(mem);
+    let (dev, bus) = root_and_bus(|root| {
+        let dev = Arc::new(Mutex::new(
+            Dma24::new(Dma24Config::default(), mem, Arc::new(NoIrq), None)
+                .expect("dma24 with the default configuration"),
+        ));
+        root.add_device(DMA24_SLOT, dev.clone(), 16)
+            .expect("dma24 in its slot");
+        dev
+    });
+    let bar0 = bar_address(&dev, BAR_REGS);
+    let bar1 = bar_address(&dev, BAR_DEVMEM);
     let mut g = c.benchmark_group("mmio_dispatch");
     g.bench_function("bus_read_magic_4", |b| {
         let mut d = [0u8; 4];
         b.iter(|| {
-            assert!(bus.read(black_box(BAR0_ADDR + REG_MAGIC), &mut d));
+            assert!(bus.read(black_box(bar0 + REG_MAGIC), &mut d));
             black_box(d)
         })
     });
     g.bench_function("bus_read_counter_8", |b| {
         let mut d = [0u8; 8];
         b.iter(|| {
-            assert!(bus.read(black_box(BAR0_ADDR + REG_COUNT_TRANSFERS), &mut d));
+            assert!(bus.read(black_box(bar0 + REG_COUNT_TRANSFERS), &mut d));
             black_box(d)
         })
     });
     g.bench_function("bus_write_irq_status_4", |b| {
         let d = 0u32.to_le_bytes();
-        b.iter(|| assert!(bus.write(black_box(BAR0_ADDR + REG_IRQ_STATUS), &d)))
+        b.iter(|| assert!(bus.write(black_box(bar0 + REG_IRQ_STATUS), &d)))
     });
     g.bench_function("bus_read_devmem_4", |b| {
         let mut d = [0u8; 4];
         b.iter(|| {
-            assert!(bus.read(black_box(BAR1_ADDR + 0x100), &mut d));
+            assert!(bus.read(black_box(bar1 + 0x100), &mut d));
             black_box(d)
         })
     });
+    // An address no device claims (below the window): lookup only.
     g.bench_function("bus_miss_4", |b| {
         let mut d = [0u8; 4];
-        b.iter(|| assert!(!bus.read(black_box(0xd000_0000), &mut d)))
+        b.iter(|| assert!(!bus.read(black_box(0x1000), &mut d)))
     });
     g.bench_function("device_read_magic_4_no_bus", |b| {
         let mut d = [0u8; 4];
@@ -168,36 +161,55 @@ fn write_abs(addr: u32) -> Vec<u8> {
     v
 }
 
-/// Boots `code` at 1 MiB in a fresh 16 MiB VM with dma24 on the MMIO bus and
-/// runs it until it writes the exit port; returns the host time from the first KVM_RUN and the
-/// vCPU's MMIO exit count.
-fn run_guest(code: &[u8]) -> Result<(Duration, u64), String> {
+/// Boots the loop `code(bar0)` at 1 MiB in a fresh 16 MiB VM with dma24
+/// attached as `dmalab run --device dma24` attaches it, and runs it until it
+/// writes the exit port; returns the host time from the first KVM_RUN and
+/// the vCPU's MMIO exit count.
+fn run_guest(code: impl Fn(u32) -> Vec<u8>) -> Result<(Duration, u64), String> {
     use vmm::boot::{write_entry_structures, EntryPoint, EntryProtocol};
     use vmm::cpuid::CpuPolicy;
     use vmm::debugport::{DebugPorts, DEBUG_PORTS_BASE, DEBUG_PORTS_LEN};
     use vmm::exit::{StopReason, VmControl};
     use vmm::vcpu::Vcpu;
 
-    let kvm = vmm::vm::open_kvm().map_err(|e| e.to_string())?;
-    let vm = vmm::vm::create_vm(&kvm).map_err(|e| e.to_string())?;
-    let mem = vmm::memory::create_guest_memory(16 << 20).map_err(|e| e.to_string())?;
-    vmm::vm::register_memory(&vm, &mem).map_err(|e| e.to_string())?;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let kvm = vmm::vm::open_kvm().map_err(|e| err(&e))?;
+    let vm = Arc::new(vmm::vm::create_vm(&kvm).map_err(|e| err(&e))?);
+    let mem = vmm::memory::create_guest_memory(16 << 20).map_err(|e| err(&e))?;
+    vmm::vm::register_memory(&vm, &mem).map_err(|e| err(&e))?;
+    let mut attach_err = None;
+    let (dev, bus) = root_and_bus(|root| {
+        match vmm::pci::attach_dma24(vm.clone(), &mem, root, Dma24Config::default(), None) {
+            Ok(a) => a.device,
+            Err(e) => {
+                attach_err = Some(e.to_string());
+                // A detached stand-in so the bus can still be built.
+                Arc::new(Mutex::new(
+                    Dma24::new(Dma24Config::default(), mem.clone(), Arc::new(NoIrq), None)
+                        .expect("dma24"),
+                ))
+            }
+        }
+    });
+    if let Some(e) = attach_err {
+        return Err(format!("attach_dma24: {e}"));
+    }
+    let bar0 = u32::try_from(bar_address(&dev, BAR_REGS)).map_err(|e| err(&e))?;
     let entry = EntryPoint {
         kernel_entry: 0x10_0000,
         protocol: EntryProtocol::Pvh { start_info: 0 },
     };
-    write_entry_structures(&mem, &entry).map_err(|e| e.to_string())?;
-    mem.write_slice(code, GuestAddress(entry.kernel_entry))
-        .map_err(|e| e.to_string())?;
-    let (_dev, bus) = device_and_bus(mem.clone());
-    let control = Arc::new(VmControl::new().map_err(|e| e.to_string())?);
+    write_entry_structures(&mem, &entry).map_err(|e| err(&e))?;
+    mem.write_slice(&code(bar0), GuestAddress(entry.kernel_entry))
+        .map_err(|e| err(&e))?;
+    let control = Arc::new(VmControl::new().map_err(|e| err(&e))?);
     let mut pio = Bus::new();
     pio.insert(
         Arc::new(Mutex::new(DebugPorts::new(control.clone()))),
         u64::from(DEBUG_PORTS_BASE),
         u64::from(DEBUG_PORTS_LEN),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| err(&e))?;
     let mut v = Vcpu::new(
         &kvm,
         &vm,
@@ -208,9 +220,9 @@ fn run_guest(code: &[u8]) -> Result<(Duration, u64), String> {
         mem.clone(),
         CpuPolicy::Filtered,
     )
-    .map_err(|e| e.to_string())?;
-    v.configure_cpuid(&kvm, 1).map_err(|e| e.to_string())?;
-    v.configure_boot(&entry).map_err(|e| e.to_string())?;
+    .map_err(|e| err(&e))?;
+    v.configure_cpuid(&kvm, 1).map_err(|e| err(&e))?;
+    v.configure_boot(&entry).map_err(|e| err(&e))?;
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(60);
     while !control.should_stop() {
@@ -235,9 +247,9 @@ fn guest_loops(iterations: u32, reps: usize) -> Result<GuestLoops, String> {
         ..GuestLoops::default()
     };
     // Warm-up: page in the VMM's code and the guest's first pages.
-    run_guest(&loop_code(1000, &read_abs(BAR0_ADDR as u32)))?;
+    run_guest(|bar0| loop_code(1000, &read_abs(bar0)))?;
     for _ in 0..reps {
-        let (t, exits) = run_guest(&loop_code(iterations, &read_abs(BAR0_ADDR as u32)))?;
+        let (t, exits) = run_guest(|bar0| loop_code(iterations, &read_abs(bar0)))?;
         if exits < u64::from(iterations) {
             return Err(format!(
                 "the guest's reads did not exit to the VMM ({exits} MMIO exits for {iterations} reads)"
@@ -246,13 +258,11 @@ fn guest_loops(iterations: u32, reps: usize) -> Result<GuestLoops, String> {
         r.mmio_exits = exits;
         r.mmio_read_ns
             .push(t.as_nanos() as f64 / f64::from(iterations));
-        let (t, _) = run_guest(&loop_code(
-            iterations,
-            &write_abs((BAR0_ADDR + REG_IRQ_STATUS) as u32),
-        ))?;
+        let (t, _) =
+            run_guest(|bar0| loop_code(iterations, &write_abs(bar0 + REG_IRQ_STATUS as u32)))?;
         r.mmio_write_ns
             .push(t.as_nanos() as f64 / f64::from(iterations));
-        let (t, _) = run_guest(&loop_code(iterations, &read_abs(0x20_0000)))?;
+        let (t, _) = run_guest(|_| loop_code(iterations, &read_abs(0x20_0000)))?;
         r.ram_read_ns
             .push(t.as_nanos() as f64 / f64::from(iterations));
     }

@@ -6,19 +6,25 @@
 //!   run transfers, print the result and the trace summary.
 //! - `test`: `images`, then every test of the workspace with the images
 //!   required (a missing image fails instead of skipping).
+//! - `bench`: boot time against QEMU, VMM start-up and memory, MMIO dispatch,
+//!   DMA throughput: a table with targets, and JSON (see bench.rs).
 
+mod bench;
 mod demo;
 mod images;
 
 use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <images|demo|test>");
+    eprintln!("usage: cargo xtask <images|demo|test|bench>");
     eprintln!(
         "  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)"
     );
     eprintln!(
         "  test     build the images, then run every test (unit, property, boot-and-transfer)"
+    );
+    eprintln!(
+        "  bench    measure boot (dmalab vs QEMU), memory, MMIO dispatch, DMA; `bench --help`"
     );
     ExitCode::from(2)
 }
@@ -29,6 +35,7 @@ fn main() -> ExitCode {
         Some("images") => images::build().map(|dir| println!("{}", dir.display())),
         Some("demo") => demo::run(),
         Some("test") => run_tests(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => return usage(),
     };
     match result {

@@ -25,6 +25,7 @@ Exit codes:
   4  guest fault KVM cannot handle (emulation failure, triple fault)
   5  the guest wrote a non-zero status to the exit port
   6  --timeout elapsed
+  130  SIGINT or SIGTERM (the guest is stopped and the DMA trace closed first)
 
 Guest-visible ports:
   0x3f8-0x3ff  16550 UART (COM1, IRQ 4) on stdin/stdout

@@ -31,6 +31,8 @@ pub enum ExitCode {
     GuestFailure = 5,
     /// `--timeout` elapsed before the guest stopped.
     Timeout = 6,
+    /// dmalab was stopped by SIGINT or SIGTERM (the trace is still closed).
+    Interrupted = 130,
 }
 
 impl ExitCode {
@@ -60,6 +62,8 @@ pub enum StopReason {
     VmmError(String),
     /// `--timeout` elapsed.
     Timeout,
+    /// dmalab received this signal (SIGINT, SIGTERM).
+    Signal(i32),
 }
 
 impl fmt::Display for StopReason {
@@ -73,6 +77,7 @@ impl fmt::Display for StopReason {
             StopReason::Fault(r) => write!(f, "guest fault: {r}"),
             StopReason::VmmError(e) => write!(f, "VMM error: {e}"),
             StopReason::Timeout => write!(f, "timeout elapsed"),
+            StopReason::Signal(n) => write!(f, "dmalab received signal {n}"),
         }
     }
 }
@@ -89,6 +94,7 @@ pub fn exit_code(reason: Option<&StopReason>, panic_seen: bool) -> ExitCode {
         Some(StopReason::TripleFault | StopReason::Fault(_)) => ExitCode::GuestFault,
         Some(StopReason::VmmError(_)) => ExitCode::VmmError,
         Some(StopReason::Timeout) => ExitCode::Timeout,
+        Some(StopReason::Signal(_)) => ExitCode::Interrupted,
     };
     match code {
         // A VMM error stays a VMM error; anything the guest did after a panic

@@ -25,6 +25,7 @@ pub mod memory;
 pub mod mptable;
 pub mod pci;
 pub mod serial;
+pub mod signals;
 pub mod vcpu;
 pub mod vm;
 

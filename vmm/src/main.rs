@@ -7,6 +7,8 @@ use vmm::{logger, ExitCode};
 
 fn main() {
     logger::mark_start();
+    // Before any thread exists, so every thread inherits the mask.
+    vmm::signals::block_stop_signals();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

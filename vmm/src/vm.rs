@@ -283,6 +283,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
         what: "cannot create an eventfd",
         source,
     })?);
+    crate::signals::forward_stop_signals(control.clone());
     let io_err = |what| move |source| VmError::Io { what, source };
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(io_err("cannot create an eventfd"))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ)

@@ -113,12 +113,13 @@ pub fn unexpected_faults<'a>(trace: &'a Trace, expected: &BTreeSet<u64>) -> Vec<
         .collect()
 }
 
-/// Parses `dma24-tool: ok offset=O len=N seed=S hash=H` lines: each is one
-/// write (to device) and one read back (from device) of the same bytes.
-pub fn tool_transfers(console: &str) -> Vec<Reported> {
+/// Round trips reported on a console: lines containing `marker`, followed by
+/// `OFFSET_KEY=O len=N seed=S` fields. Each is one DMA to the device and one
+/// back of the same pattern bytes, so it yields two [`Reported`] transfers.
+fn round_trips(console: &str, marker: &str, offset_key: &str) -> Vec<Reported> {
     let mut out = Vec::new();
     for line in console.lines() {
-        let Some((_, rest)) = line.split_once("dma24-tool: ok ") else {
+        let Some((_, rest)) = line.split_once(marker) else {
             continue;
         };
         let field = |k: &str| {
@@ -126,7 +127,7 @@ pub fn tool_transfers(console: &str) -> Vec<Reported> {
                 .find_map(|w| w.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        if let (Some(o), Some(n), Some(s)) = (field("offset"), field("len"), field("seed")) {
+        if let (Some(o), Some(n), Some(s)) = (field(offset_key), field("len"), field("seed")) {
             for dir in [Direction::ToDevice, Direction::FromDevice] {
                 out.push(Reported {
                     dir,
@@ -138,6 +139,17 @@ pub fn tool_transfers(console: &str) -> Vec<Reported> {
         }
     }
     out
+}
+
+/// `dma24-tool: ok offset=O len=N seed=S hash=H` lines (user space).
+pub fn tool_transfers(console: &str) -> Vec<Reported> {
+    round_trips(console, "dma24-tool: ok ", "offset")
+}
+
+/// `dmalab ...: dma24-0: xfer dev_offset=O len=N seed=S alloc=A` lines (the
+/// driver's round trips, KUnit suites included).
+pub fn driver_transfers(console: &str) -> Vec<Reported> {
+    round_trips(console, ": xfer ", "dev_offset")
 }
 
 #[cfg(test)]
@@ -261,6 +273,23 @@ mod tests {
         let left = unexpected_faults(&trace, &expected);
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].outcome, Outcome::BmeOff);
+    }
+
+    #[test]
+    fn driver_lines_become_two_transfers() {
+        let console = "[ 17.1] dmalab 0000:00:01.0: dma24-0: xfer dev_offset=4096 len=8192 seed=7 alloc=kmalloc-dma\n";
+        let t = driver_transfers(console);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t[0],
+            Reported {
+                dir: Direction::ToDevice,
+                dev_offset: 4096,
+                len: 8192,
+                seed: 7
+            }
+        );
+        assert!(tool_transfers(console).is_empty());
     }
 
     #[test]

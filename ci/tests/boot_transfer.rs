@@ -263,6 +263,28 @@ fn trace_holds_exactly_the_transfers_the_suites_made() {
     assert_eq!(t.header.overflow, "reject");
 }
 
+/// Every round trip the driver reports (`xfer` lines) is in the trace, both
+/// directions, with the right bytes.
+fn check_driver_round_trips(b: &Booted) {
+    let t = check_trace_complete(b);
+    let reported = crosscheck::driver_transfers(&b.run.console);
+    assert!(
+        reported.len() >= 20,
+        "the driver reported only {} transfers\n{}",
+        reported.len(),
+        tail(&b.run)
+    );
+    for x in &reported {
+        crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
+    }
+}
+
+#[test]
+fn driver_round_trips_match_the_trace() {
+    let Some(b) = kunit_reject_msi() else { return };
+    check_driver_round_trips(b);
+}
+
 #[test]
 fn faults_are_refused_before_memory_is_touched() {
     let Some(b) = kunit_reject_msi() else { return };
@@ -339,6 +361,7 @@ fn truncating_device_with_intx() {
         transfers_in(t).len() as u64,
         reported_starts(&b.run.console)
     );
+    check_driver_round_trips(b);
 }
 
 #[test]
@@ -378,6 +401,8 @@ fn module_loads_transfers_from_user_space_and_unloads() {
         );
     }
     check_tool(b);
+    // The module's KUnit suites run at insmod: their round trips too.
+    check_driver_round_trips(b);
 }
 
 fn check_tool(b: &Booted) {

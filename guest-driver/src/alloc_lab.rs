@@ -167,12 +167,16 @@ impl Mapping<'_> {
     }
 }
 
-/// The test pattern: byte `i` of a buffer filled with `seed`.
+/// The test pattern: byte `i` of a buffer filled with `seed`. The same
+/// formula as `dma24_tool::pattern::bytes` on the host, so the host harness
+/// can recompute the trace hash of every round trip reported by an
+/// `xfer` line (see `round_trip_inner`).
 pub(crate) fn pattern(seed: u8, i: usize) -> u8 {
-    (i as u8)
-        .wrapping_mul(7)
-        .wrapping_add((i >> 8) as u8)
+    ((i as u8)
+        .wrapping_mul(31)
         .wrapping_add(seed)
+        .wrapping_add((i >> 8) as u8))
+        ^ 0xa5
 }
 
 /// Fills the first `len` bytes of `map` with the pattern.
@@ -401,6 +405,18 @@ impl<'a> Live<'a> {
             );
             return Err(EIO);
         }
+        // For the host harness: these bytes went to device memory and came
+        // back; the trace must hold records that cover exactly this range in
+        // both directions, with the pattern's hashes.
+        dev_info!(
+            self.pdev,
+            "{}: xfer dev_offset={} len={} seed={} alloc={}\n",
+            self.dev.name,
+            dev_offset,
+            len,
+            seed,
+            rt.alloc.name()
+        );
         Ok(())
     }
 }

@@ -12,6 +12,7 @@
 mod bench;
 mod demo;
 mod images;
+mod tally;
 
 use std::process::{Command, ExitCode};
 
@@ -47,19 +48,34 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every test of the workspace, with the images in place and required.
+/// Every test of the workspace, with the images in place and required. The
+/// output is passed through; at the end one line totals every test binary
+/// (cargo's own last line is the doc-tests', often "0 passed").
 fn run_tests(extra: &[String]) -> Result<(), String> {
     let dir = images::build()?;
     let dmalab = demo::build_dmalab()?;
-    let status = Command::new(env!("CARGO"))
+    let mut child = Command::new(env!("CARGO"))
         .args(["test", "--workspace"])
         .args(extra)
         .env("DMALAB_IMAGES", &dir)
         .env("DMALAB_BIN", &dmalab)
         .env("DMALAB_REQUIRE_IMAGES", "1")
         .current_dir(images::repo_root())
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    let mut totals = tally::Totals::default();
+    if let Some(out) = child.stdout.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo test: {e}"))?;
+    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     if status.success() {
         Ok(())
     } else {

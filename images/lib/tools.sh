@@ -4,6 +4,11 @@
 APT_DIR=$CACHE/apt
 DEB_DIR=$CACHE/debs
 
+# Host packages the build needs, from the machine's own Debian suite. Not part
+# of any cache key: they are tools, the pinned inputs are in versions.env.
+HOST_PACKAGES="make gcc binutils patch flex bison bc libelf-dev libssl-dev libclang-19-dev
+cpio xz-utils python3 util-linux"
+
 ensure_host_packages() {
     local missing=() p
     for p in $HOST_PACKAGES; do

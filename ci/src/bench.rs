@@ -701,6 +701,10 @@ pub struct Boot {
     pub total_wall_s: f64,
     pub exit_code: Option<i32>,
     pub killed: Option<String>,
+    /// Guest printk time of `Kernel command line:`: the guest's clock (its
+    /// TSC, from vCPU creation) when the kernel is a little way in, so
+    /// firmware time shows here (QEMU's SeaBIOS and option ROM).
+    pub cmdline_guest_s: Option<f64>,
     /// Guest printk time of `Run /init`.
     pub run_init_guest_s: Option<f64>,
     /// The init's own `user space up (uptime X s)`.
@@ -749,6 +753,9 @@ fn analyse_boot(vmm: Vmm, run: usize, cap: &Capture, log: &Path) -> Boot {
         }
         if let Some((g, text)) = printk_time(l) {
             last_printk = Some((*t, g));
+            if text.starts_with("Kernel command line:") && b.cmdline_guest_s.is_none() {
+                b.cmdline_guest_s = Some(g);
+            }
             if text.starts_with("Run /init") && b.run_init_guest_s.is_none() {
                 b.run_init_guest_s = Some(g);
             }
@@ -1319,7 +1326,9 @@ fn print_report(r: &Report) {
     }
     if !r.initcalls_top10.is_empty() {
         println!();
-        println!("Slowest initcalls (dmalab boot with initcall_debug ignore_loglevel):");
+        println!(
+            "Slowest initcalls (dmalab boot with initcall_debug ignore_loglevel initramfs_async=0):"
+        );
         for i in &r.initcalls_top10 {
             println!("  {:>9.3} s  {}", i.usecs as f64 / 1e6, i.name);
         }
@@ -1747,6 +1756,27 @@ fn boot_rows(ctx: &mut Ctx, boots: &[Boot], qemu_why: Option<&str>) {
             );
         }
     }
+    let d_cl = Stats::of(&pick(Vmm::Dmalab, &|b| b.cmdline_guest_s));
+    let q_cl = Stats::of(&pick(Vmm::Qemu, &|b| b.cmdline_guest_s));
+    if let (Some(d), Some(q)) = (d_cl, q_cl) {
+        rows.push(
+            row(
+                "boot",
+                "guest clock at 'Kernel command line', dmalab / QEMU",
+                "the guest's printk time of its 'Kernel command line:' line; the guest clock (TSC) runs from vCPU creation, so this is firmware (QEMU: SeaBIOS and the PVH option ROM; dmalab: none) plus the same early kernel work in both",
+            )
+            .value(
+                q.median - d.median,
+                "s",
+                format!(
+                    "{:.1} s / {:.1} s (medians): {:.1} s more before the kernel in QEMU",
+                    d.median,
+                    q.median,
+                    q.median - d.median
+                ),
+            ),
+        );
+    }
     let first = Stats::of(&pick(Vmm::Dmalab, &|b| b.first_insn_ms));
     let r = row(
         "boot",
@@ -1814,7 +1844,7 @@ fn boot_rows(ctx: &mut Ctx, boots: &[Boot], qemu_why: Option<&str>) {
 // -------------------------------------------------------- initcall part
 
 fn initcall_part(ctx: &mut Ctx) {
-    let how = "one extra dmalab boot with `initcall_debug ignore_loglevel`: the 'initcall X returned R after N usecs' lines, slowest first (the printing itself slows that boot)";
+    let how = "one extra dmalab boot with `initcall_debug ignore_loglevel initramfs_async=0`: the 'initcall X returned R after N usecs' lines, slowest first (the printing itself slows that boot; initramfs_async=0 unpacks the initramfs inside its initcall, populate_rootfs, instead of in the background, so its cost shows)";
     if ctx.opts.quick {
         ctx.report
             .rows
@@ -1833,7 +1863,7 @@ fn initcall_part(ctx: &mut Ctx) {
     };
     progress("initcall_debug boot: dmalab");
     let extra = format!(
-        "{} {BOOT_EXTRA} initcall_debug ignore_loglevel",
+        "{} {BOOT_EXTRA} initcall_debug ignore_loglevel initramfs_async=0",
         demo::GUEST_CMDLINE
     );
     let cmd = dmalab_command(&dmalab, &images, &extra, false, None);
@@ -2519,6 +2549,83 @@ Rss:               99999 kB
         // The note's descriptor is the 32-bit entry, 1 MiB.
         assert_eq!(&e[e.len() - 4..], &0x10_0000u32.to_le_bytes());
         assert_eq!(&e[e.len() - 8..e.len() - 4], b"Xen\0");
+    }
+
+    #[test]
+    fn one_boot_analysed() {
+        let l = |t: f64, err: bool, s: &str| (t, err, s.to_string());
+        let cap = Capture {
+            lines: vec![
+                l(
+                    0.01,
+                    true,
+                    "[   0.010 dmalab INFO ] VM ready in 9.5 ms (9.6 ms after VMM start)",
+                ),
+                l(
+                    0.012,
+                    true,
+                    "[   0.011 dmalab INFO ] first guest instruction at 10.250 ms after VMM start",
+                ),
+                l(
+                    5.0,
+                    false,
+                    "[    2.227717] Kernel command line: console=ttyS0",
+                ),
+                l(30.0, false, "[   28.371293] Run /init as init process"),
+                l(33.0, false, "dmalab-init: user space up (uptime 30.02 s)"),
+                l(45.0, false, "[   45.612771]     KTAP version 1"),
+                l(46.5, false, "dmalab-init: insmod dmalab ok"),
+            ],
+            marker_s: Some(46.5),
+            status: None,
+            killed: None,
+            mem: vec![MemSample {
+                t_s: 1.0,
+                status: ProcStatus {
+                    vm_rss_kib: 5000,
+                    rss_anon_kib: 3000,
+                    ..ProcStatus::default()
+                },
+                guest_ram_rss_kib: Some(2000),
+            }],
+            mem_at_marker: Some(MemSample {
+                t_s: 46.5,
+                status: ProcStatus {
+                    vm_rss_kib: 30000,
+                    rss_anon_kib: 26000,
+                    ..ProcStatus::default()
+                },
+                guest_ram_rss_kib: Some(25000),
+            }),
+            wall_s: 48.0,
+        };
+        let b = analyse_boot(Vmm::Dmalab, 1, &cap, Path::new("/x.log"));
+        assert!(b.ok && b.error.is_none());
+        assert_eq!(b.driver_ready_wall_s, Some(46.5));
+        assert_eq!(b.cmdline_guest_s, Some(2.227717));
+        assert_eq!(b.run_init_guest_s, Some(28.371293));
+        assert_eq!(b.user_space_up_guest_s, Some(30.02));
+        // Last printk (45.612771 at host 45.0) + 1.5 s of host time.
+        assert!((b.driver_ready_guest_s_est.unwrap() - 47.112771).abs() < 1e-9);
+        assert_eq!(b.first_insn_ms, Some(10.25));
+        assert_eq!(b.vm_ready_ms, Some(9.5));
+        assert_eq!(b.spawn_to_first_insn_ms, Some(12.0));
+        assert_eq!(b.rss_beyond_guest_peak_kib, Some(5000));
+        assert_eq!(b.anon_beyond_guest_peak_kib, Some(1000));
+
+        let failed = Capture {
+            marker_s: None,
+            mem_at_marker: None,
+            killed: Some("no marker within 400 s".into()),
+            ..cap
+        };
+        let b = analyse_boot(Vmm::Qemu, 2, &failed, Path::new("/y.log"));
+        assert!(!b.ok);
+        let e = b.error.unwrap();
+        assert!(
+            e.contains("qemu never printed") && e.contains("no marker within"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -419,6 +419,15 @@ pub fn parse_mmio_guest(output: &str) -> Result<MmioGuest, String> {
     })
 }
 
+/// The driver's KUnit case `register_read_round_trip` prints
+/// `# <dev>: mmio_read_ns=N reads=R (readl of REG_MAGIC, mean)`: (N, R).
+pub fn parse_driver_mmio(line: &str) -> Option<(f64, u64)> {
+    let at = line.find("mmio_read_ns=")?;
+    let rest = &line[at..];
+    let ns = field(rest, "mmio_read_ns=")?;
+    Some((ns, field(rest, "reads=").unwrap_or(0)))
+}
+
 /// One `dma24-tool: ok offset=O len=L ...` line and the host time it took
 /// since the tool's previous line.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -1185,6 +1194,8 @@ pub struct Report {
     pub mmio_guest: Option<MmioGuest>,
     pub e2e: Vec<E2eCase>,
     pub e2e_boot: Option<Boot>,
+    /// From the driver's KUnit case in the end-to-end boot: (ns per readl, reads).
+    pub driver_mmio_read: Option<(f64, u64)>,
     pub notes: Vec<String>,
 }
 
@@ -1239,6 +1250,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         images,
         dmalab,
     };
+    if let Ok(dir) = &ctx.images {
+        ctx.report.machine.images = images_summary(dir);
+    }
     if ctx
         .report
         .machine
@@ -1266,6 +1280,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if parts.contains(&Part::Dma) {
         dma_part(&mut ctx);
     }
+    if parts.contains(&Part::Mmio) || parts.contains(&Part::Dma) {
+        driver_mmio_row(&mut ctx.report, parts.contains(&Part::Dma));
+    }
     ctx.report.machine.loadavg_end = loadavg();
     ctx.report.duration_s = started.elapsed().as_secs_f64();
     print_report(&ctx.report);
@@ -1277,6 +1294,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", ctx.opts.json.display()))?;
     println!("JSON: {}", ctx.opts.json.display());
     Ok(())
+}
+
+/// The images folder, its cache keys and the sizes that set boot time.
+fn images_summary(dir: &Path) -> String {
+    let manifest = std::fs::read_to_string(dir.join("manifest.txt")).unwrap_or_default();
+    let keys: Vec<&str> = manifest
+        .lines()
+        .filter(|l| l.contains("_key=") || l.starts_with("kernel_pkg="))
+        .collect();
+    let size = |f: &str| {
+        std::fs::metadata(dir.join(f))
+            .map(|m| format!("{f} {:.2} MiB", m.len() as f64 / (1 << 20) as f64))
+            .unwrap_or_default()
+    };
+    format!(
+        "{} ({}; {}, {}, {})",
+        dir.display(),
+        keys.join(", "),
+        size("vmlinux"),
+        size("initramfs.cpio"),
+        size("dmalab.ko")
+    )
 }
 
 fn print_report(r: &Report) {
@@ -1291,6 +1330,9 @@ fn print_report(r: &Report) {
         "load average at start {} / end {}; took {:.0} s; {}",
         m.loadavg_start, m.loadavg_end, r.duration_s, m.qemu
     );
+    if !m.images.is_empty() {
+        println!("images: {}", m.images);
+    }
     println!();
     print!("{}", render_table(&r.rows));
     if !r.boots.is_empty() {
@@ -2058,17 +2100,37 @@ fn mmio_part(ctx: &mut Ctx) {
             .push(row("mmio", "register read round trip, mini guest", how_guest).not_measured(e)),
     }
     ctx.report.mmio_guest = guest.ok();
-    rows.push(
-        row(
-            "mmio",
-            "register read round trip, from the Linux driver",
-            "would be a timed loop of readl() on BAR0 in the driver (a KUnit case printing ns per read)",
-        )
-        .not_measured(
-            "nothing in the guest times register reads yet: the driver, its KUnit suites and dma24-tool have no timed readl() loop (the mini-guest figure above is the same exit path from CPL0)",
-        ),
-    );
     ctx.report.criterion.extend(est);
+}
+
+/// The register round trip as the Linux driver sees it, placed after the
+/// other MMIO rows.
+fn driver_mmio_row(report: &mut Report, dma_ran: bool) {
+    let r = row(
+        "mmio",
+        "register read round trip, from the Linux driver (per readl)",
+        "the driver's KUnit case register_read_round_trip (dmalab_probe suite, run by insmod in the end-to-end boot with the device): 200 readl() of REG_MAGIC timed with the guest's monotonic clock, mean per read",
+    );
+    let r = match report.driver_mmio_read {
+        Some((ns, reads)) => r.value(
+            ns / 1e3,
+            "µs",
+            format!("{:.1} µs (mean of {reads} reads, one boot)", ns / 1e3),
+        ),
+        None if !dma_ran => r.not_measured("it comes from the end-to-end boot: run with --only including dma"),
+        None => match &report.e2e_boot {
+            Some(b) if b.ok => r.not_measured(
+                "no 'mmio_read_ns=' line on the console (the driver's KUnit case register_read_round_trip did not run or print)",
+            ),
+            _ => r.not_measured("the end-to-end boot with the device did not run or did not reach driver-ready"),
+        },
+    };
+    let at = report
+        .rows
+        .iter()
+        .rposition(|row| row.part == "mmio")
+        .map_or(report.rows.len(), |i| i + 1);
+    report.rows.insert(at, r);
 }
 
 /// Does this dmalab attach the dma24 device (`dmalab run --device`)?
@@ -2235,6 +2297,7 @@ fn dma_e2e(ctx: &mut Ctx) {
         .map(|(t, _, l)| (*t, l.clone()))
         .collect();
     let cases = e2e_cases(&console);
+    ctx.report.driver_mmio_read = console.iter().find_map(|(_, l)| parse_driver_mmio(l));
     let timed: Vec<(f64, f64)> = cases
         .iter()
         .filter_map(|c| c.host_s.map(|s| (c.len as f64, s)))
@@ -2626,6 +2689,25 @@ Rss:               99999 kB
             e.contains("qemu never printed") && e.contains("no marker within"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn driver_mmio_line() {
+        let l = "[   40.1]     # dma24-0: mmio_read_ns=14250 reads=200 (readl of REG_MAGIC, mean)";
+        assert_eq!(parse_driver_mmio(l), Some((14250.0, 200)));
+        assert_eq!(parse_driver_mmio("mmio_read_ns=7"), Some((7.0, 0)));
+        assert_eq!(parse_driver_mmio("mmio_read_ns=x"), None);
+        assert_eq!(parse_driver_mmio("nothing"), None);
+        let mut r = Report::default();
+        r.rows.push(row("mmio", "a", ""));
+        r.rows.push(row("dma", "b", ""));
+        r.driver_mmio_read = Some((14250.0, 200));
+        driver_mmio_row(&mut r, true);
+        assert_eq!(r.rows[1].part, "mmio");
+        assert_eq!(r.rows[1].value, Some(14.25));
+        let mut r = Report::default();
+        driver_mmio_row(&mut r, false);
+        assert!(r.rows[0].shown.starts_with("not measured"));
     }
 
     #[test]

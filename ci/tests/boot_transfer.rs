@@ -58,57 +58,54 @@ fn tail(run: &GuestRun) -> String {
     )
 }
 
+/// Boots `spec` the first time a test asks for it; every later caller reads
+/// the same run.
+fn once(
+    cell: &'static OnceLock<Option<Booted>>,
+    spec: impl FnOnce() -> GuestSpec,
+) -> Option<&'static Booted> {
+    cell.get_or_init(|| boot(spec())).as_ref()
+}
+
+fn spec(name: &str, kernel: &str, cmdline: &str, device: &str) -> GuestSpec {
+    GuestSpec {
+        name: name.into(),
+        kernel: kernel.into(),
+        initrd: true,
+        cmdline: format!("{COMMON_CMDLINE} {cmdline}").trim_end().to_string(),
+        device: Some(device.into()),
+        mem_mib: 128,
+        timeout: Duration::from_secs(600),
+    }
+}
+
 /// The driver built in, default device (24 bits, reject), MSI: KUnit at boot,
 /// then the user-space tool through /dev/dma24-0.
 fn kunit_reject_msi() -> Option<&'static Booted> {
     static RUN: OnceLock<Option<Booted>> = OnceLock::new();
-    RUN.get_or_init(|| {
-        boot(GuestSpec {
-            name: "kunit-reject-msi".into(),
-            kernel: "vmlinux-kunit".into(),
-            initrd: true,
-            cmdline: COMMON_CMDLINE.into(),
-            device: Some("dma24".into()),
-            mem_mib: 128,
-            timeout: Duration::from_secs(600),
-        })
+    once(&RUN, || {
+        spec("kunit-reject-msi", "vmlinux-kunit", "", "dma24")
     })
-    .as_ref()
 }
 
 /// The driver built in, a truncating device, INTx forced.
 fn kunit_truncate_intx() -> Option<&'static Booted> {
     static RUN: OnceLock<Option<Booted>> = OnceLock::new();
-    RUN.get_or_init(|| {
-        boot(GuestSpec {
-            name: "kunit-truncate-intx".into(),
-            kernel: "vmlinux-kunit".into(),
-            initrd: true,
-            cmdline: format!("{COMMON_CMDLINE} dmalab.force_intx=1 dmalab.run=none"),
-            device: Some("dma24,overflow=truncate".into()),
-            mem_mib: 128,
-            timeout: Duration::from_secs(600),
-        })
+    once(&RUN, || {
+        spec(
+            "kunit-truncate-intx",
+            "vmlinux-kunit",
+            "dmalab.force_intx=1 dmalab.run=none",
+            "dma24,overflow=truncate",
+        )
     })
-    .as_ref()
 }
 
 /// The module kernel: busybox init loads dmalab.ko, runs dma24-tool, removes
 /// the module.
 fn module_userspace() -> Option<&'static Booted> {
     static RUN: OnceLock<Option<Booted>> = OnceLock::new();
-    RUN.get_or_init(|| {
-        boot(GuestSpec {
-            name: "module-userspace".into(),
-            kernel: "vmlinux".into(),
-            initrd: true,
-            cmdline: COMMON_CMDLINE.into(),
-            device: Some("dma24".into()),
-            mem_mib: 128,
-            timeout: Duration::from_secs(600),
-        })
-    })
-    .as_ref()
+    once(&RUN, || spec("module-userspace", "vmlinux", "", "dma24"))
 }
 
 /// The suites the driver must run, with at least this many cases each.

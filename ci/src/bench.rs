@@ -1212,6 +1212,10 @@ fn progress(msg: &str) {
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let out = cache_dir().join("bench");
     let opts = parse_options(args, out.join("latest.json"))?;
     let started = Instant::now();

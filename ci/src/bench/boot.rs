@@ -1,0 +1,330 @@
+//! The `boot` part: dmalab and QEMU boots to driver-ready, side by side.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::analysis::{analyse_boot, boot_phases, Boot};
+use super::machine::{command_line_out, ensure_qemu};
+use super::memory::guest_ram_regions;
+use super::stats::Stats;
+use super::table::{fmt_stats, row};
+use super::tiny_kernel::first_insn_tiny;
+use super::vmm::{dmalab_command, qemu_args, run_vmm, Capture, Vmm};
+use super::{progress, Ctx, BOOT_EXTRA, DRIVER_READY, MEM_MIB, QEMU_CPU, QEMU_ONLY};
+use crate::demo;
+
+pub(super) fn one_boot(
+    ctx: &mut Ctx,
+    vmm: Vmm,
+    run: usize,
+    cmd: Command,
+    name: &str,
+    grace: Duration,
+) -> Option<(Boot, Capture)> {
+    let log = ctx.out.join("logs").join(format!("{name}.log"));
+    let cap = match run_vmm(
+        cmd,
+        DRIVER_READY,
+        Duration::from_secs(400),
+        grace,
+        &guest_ram_regions(MEM_MIB),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.report.notes.push(format!("{name}: {e}"));
+            return None;
+        }
+    };
+    let _ = std::fs::write(&log, cap.console());
+    let b = analyse_boot(vmm, run, &cap, &log);
+    match (&b.error, b.driver_ready_wall_s) {
+        (Some(e), _) => progress(&format!("  {name}: FAILED: {e}")),
+        (None, Some(w)) => progress(&format!(
+            "  {name}: driver ready after {w:.1} s (guest Run /init at {} s), exit {:?} after {:.1} s",
+            b.run_init_guest_s.map_or("?".into(), |g| format!("{g:.1}")),
+            b.exit_code,
+            b.total_wall_s
+        )),
+        _ => {}
+    }
+    Some((b, cap))
+}
+
+pub(super) fn boot_part(ctx: &mut Ctx) {
+    let (images, dmalab) = match (&ctx.images, &ctx.dmalab) {
+        (Ok(i), Ok(d)) => (i.clone(), d.clone()),
+        (Err(e), _) | (_, Err(e)) => {
+            let why = format!("no images or no dmalab: {e}");
+            ctx.report
+                .rows
+                .push(row("boot", "boot to driver-ready, dmalab", "").not_measured(&why));
+            return;
+        }
+    };
+    let qemu = if ctx.opts.qemu {
+        let q = ensure_qemu();
+        if let Ok(p) = &q {
+            ctx.report.machine.qemu = command_line_out(&p.display().to_string(), &["--version"])
+                .and_then(|v| v.lines().next().map(str::to_string))
+                .unwrap_or_default();
+        }
+        q
+    } else {
+        Err("--no-qemu".into())
+    };
+    progress("VMM start-up with a minimal kernel (5 runs)");
+    let tiny = first_insn_tiny(&dmalab, &ctx.out.join("logs"), 5);
+    let r = row(
+        "boot",
+        "VMM start to first guest instruction, minimal kernel (dmalab)",
+        "dmalab's own log (as above) when it boots a 7-byte PVH kernel (tiny ELF written by the bench): the VMM's start-up without copying a real kernel and initrd into guest RAM; 5 runs",
+    );
+    ctx.report.rows.push(
+        match tiny {
+            Ok(v) => match Stats::of(&v) {
+                Some(s) => r.value(s.median, "ms", fmt_stats(&s, "ms", 2)),
+                None => r.not_measured("no runs"),
+            },
+            Err(e) => r.not_measured(&e),
+        }
+        .at_most(5.0, "5 ms"),
+    );
+    let extra = format!("{} {BOOT_EXTRA}", demo::GUEST_CMDLINE);
+    let mut cmdline: Option<String> = None;
+    let mut boots = Vec::new();
+    for run in 1..=ctx.opts.runs {
+        progress(&format!("boot {run}/{}: dmalab", ctx.opts.runs));
+        let cmd = dmalab_command(&dmalab, &images, &extra, false, None);
+        if let Some((b, cap)) = one_boot(
+            ctx,
+            Vmm::Dmalab,
+            run,
+            cmd,
+            &format!("boot-dmalab-{run}"),
+            Duration::from_secs(60),
+        ) {
+            if cmdline.is_none() {
+                cmdline = cap
+                    .lines
+                    .iter()
+                    .filter(|(_, err, _)| *err)
+                    .find_map(|(_, _, l)| l.split_once("guest command line: "))
+                    .map(|(_, c)| c.trim().to_string());
+            }
+            if run == 1 && b.ok {
+                let console: Vec<(f64, String)> = cap
+                    .lines
+                    .iter()
+                    .filter(|(_, e, _)| !e)
+                    .map(|(t, _, l)| (*t, l.clone()))
+                    .collect();
+                ctx.report.phases = boot_phases(&console, b.driver_ready_guest_s_est);
+            }
+            boots.push(b);
+        }
+        if let (Ok(q), Some(c)) = (&qemu, &cmdline) {
+            progress(&format!("boot {run}/{}: qemu", ctx.opts.runs));
+            let append = format!("{c} {QEMU_ONLY}");
+            let args = qemu_args(&images, &append);
+            if ctx.report.qemu_command.is_none() {
+                ctx.report.qemu_command = Some(format!(
+                    "{} {}",
+                    q.display(),
+                    args.iter()
+                        .map(|a| if a.contains(' ') {
+                            format!("\"{a}\"")
+                        } else {
+                            a.clone()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+            }
+            let mut cmd = Command::new(q);
+            cmd.args(&args);
+            if let Some((b, _)) = one_boot(
+                ctx,
+                Vmm::Qemu,
+                run,
+                cmd,
+                &format!("boot-qemu-{run}"),
+                Duration::from_secs(60),
+            ) {
+                boots.push(b);
+            }
+        }
+    }
+    ctx.report.dmalab_cmdline = cmdline.clone();
+    let qemu_why: Option<String> = match (&qemu, &cmdline) {
+        (Err(e), _) => Some(e.clone()),
+        (_, None) => Some("dmalab printed no 'guest command line' to reproduce".into()),
+        _ => None,
+    };
+    if qemu_why.is_none() {
+        ctx.report.notes.push(format!(
+            "QEMU gets dmalab's exact guest command line plus `{QEMU_ONLY}`: on PVM hosts the kernel's \
+             int3 self-test cannot be emulated; dmalab completes that int3 by injecting #BP, QEMU cannot, \
+             so the patched guest kernel skips the test (images/patches/0002). `-cpu {QEMU_CPU}`: Debian's \
+             QEMU 7.2 aborts on MSR 0x10a with plain `-cpu host` here; the clearcpuid= list is already in \
+             dmalab's command line. `{BOOT_EXTRA}`: both guests reboot right after driver-ready."
+        ));
+    }
+    boot_rows(ctx, &boots, qemu_why.as_deref());
+    ctx.report.boots.extend(boots);
+}
+
+fn boot_rows(ctx: &mut Ctx, boots: &[Boot], qemu_why: Option<&str>) {
+    let pick = |vmm: Vmm, f: &dyn Fn(&Boot) -> Option<f64>| -> Vec<f64> {
+        boots
+            .iter()
+            .filter(|b| b.vmm == vmm.name() && b.ok)
+            .filter_map(f)
+            .collect()
+    };
+    let failures = |vmm: Vmm| {
+        boots
+            .iter()
+            .filter(|b| b.vmm == vmm.name() && !b.ok)
+            .count()
+    };
+    let rows = &mut ctx.report.rows;
+    let how_wall = "wall time from spawning the VMM to the console line 'dmalab-init: insmod dmalab ok' (host clock, console streamed)";
+    let d_wall = Stats::of(&pick(Vmm::Dmalab, &|b| b.driver_ready_wall_s));
+    let q_wall = Stats::of(&pick(Vmm::Qemu, &|b| b.driver_ready_wall_s));
+    let fail_note = |vmm: Vmm| match failures(vmm) {
+        0 => String::new(),
+        n => format!("; {n} run(s) FAILED, see below"),
+    };
+    let r = row("boot", "boot to driver-ready, dmalab (wall)", how_wall);
+    rows.push(match d_wall {
+        Some(s) => r
+            .value(
+                s.median,
+                "s",
+                fmt_stats(&s, "s", 1) + &fail_note(Vmm::Dmalab),
+            )
+            .at_most(30.0, "30 s"),
+        None => r
+            .not_measured("no dmalab boot reached driver-ready")
+            .at_most(30.0, "30 s"),
+    });
+    let r = row("boot", "boot to driver-ready, QEMU (wall)", how_wall);
+    rows.push(match (q_wall, qemu_why) {
+        (Some(s), _) => r.value(s.median, "s", fmt_stats(&s, "s", 1) + &fail_note(Vmm::Qemu)),
+        (None, Some(why)) => r.not_measured(why),
+        (None, None) => r.not_measured("no QEMU boot reached driver-ready"),
+    });
+    let r = row(
+        "boot",
+        "dmalab / QEMU, boot to driver-ready",
+        "ratio of the medians above",
+    );
+    rows.push(match (d_wall, q_wall) {
+        (Some(d), Some(q)) => {
+            let x = d.median / q.median;
+            r.value(x, "x", format!("{x:.2}x")).at_most(0.5, "0.5x")
+        }
+        _ => r.not_measured("needs both VMMs").at_most(0.5, "0.5x"),
+    });
+    for (vmm, label) in [(Vmm::Dmalab, "dmalab"), (Vmm::Qemu, "QEMU")] {
+        let run_init = Stats::of(&pick(vmm, &|b| b.run_init_guest_s));
+        let ready = Stats::of(&pick(vmm, &|b| b.driver_ready_guest_s_est));
+        if let (Some(ri), Some(rd)) = (run_init, ready) {
+            rows.push(
+                row(
+                    "boot",
+                    &format!("guest clock, {label}: Run /init / driver-ready"),
+                    "the guest's printk time of 'Run /init'; driver-ready has no printk time: last printk time before it + host time since",
+                )
+                .value(
+                    rd.median,
+                    "s",
+                    format!("{:.1} s / {:.1} s (medians)", ri.median, rd.median),
+                ),
+            );
+        }
+    }
+    let d_cl = Stats::of(&pick(Vmm::Dmalab, &|b| b.cmdline_guest_s));
+    let q_cl = Stats::of(&pick(Vmm::Qemu, &|b| b.cmdline_guest_s));
+    if let (Some(d), Some(q)) = (d_cl, q_cl) {
+        rows.push(
+            row(
+                "boot",
+                "guest clock at 'Kernel command line', dmalab / QEMU",
+                "the guest's printk time of its 'Kernel command line:' line; the guest clock (TSC) runs from vCPU creation, so this is firmware (QEMU: SeaBIOS and the PVH option ROM; dmalab: none) plus the same early kernel work in both",
+            )
+            .value(
+                q.median - d.median,
+                "s",
+                format!(
+                    "{:.1} s / {:.1} s (medians): {:.1} s more before the kernel in QEMU",
+                    d.median,
+                    q.median,
+                    q.median - d.median
+                ),
+            ),
+        );
+    }
+    let first = Stats::of(&pick(Vmm::Dmalab, &|b| b.first_insn_ms));
+    let r = row(
+        "boot",
+        "VMM start to first guest instruction (dmalab)",
+        "dmalab's log: its entry trampoline's first instruction is an `out` to the boot-timer port, logged with the time since main() started",
+    );
+    rows.push(match first {
+        Some(s) => r
+            .value(s.median, "ms", fmt_stats(&s, "ms", 2))
+            .at_most(5.0, "5 ms"),
+        None => r
+            .not_measured("no 'first guest instruction' in dmalab's log")
+            .at_most(5.0, "5 ms"),
+    });
+    if let Some(s) = Stats::of(&pick(Vmm::Dmalab, &|b| b.spawn_to_first_insn_ms)) {
+        rows.push(
+            row(
+                "boot",
+                "process spawn to first guest instruction (dmalab)",
+                "host clock from spawn to the arrival of that log line (adds exec, dynamic loading, log pipe)",
+            )
+            .value(s.median, "ms", fmt_stats(&s, "ms", 1)),
+        );
+    }
+    let how_mem = "VmRSS of the running VMM (sampled every second and at driver-ready; peak shown) minus the Rss of its guest-RAM mapping in /proc/PID/smaps (the anonymous rw mapping exactly as large as guest RAM): what the VMM itself keeps resident. Anonymous part = RssAnon minus the same";
+    for (vmm, label) in [(Vmm::Dmalab, "dmalab"), (Vmm::Qemu, "QEMU")] {
+        let peak = pick(vmm, &|b| {
+            b.rss_beyond_guest_peak_kib.map(|k| k as f64 / 1024.0)
+        });
+        let anon = pick(vmm, &|b| {
+            b.anon_beyond_guest_peak_kib.map(|k| k as f64 / 1024.0)
+        });
+        let guest = pick(vmm, &|b| {
+            b.mem_at_driver_ready
+                .and_then(|m| m.guest_ram_rss_kib)
+                .map(|k| k as f64 / 1024.0)
+        });
+        let r = row(
+            "boot",
+            &format!("resident memory beyond guest RAM, {label}"),
+            how_mem,
+        );
+        let r = match (Stats::of(&peak), Stats::of(&anon)) {
+            (Some(p), Some(a)) => r.value(
+                p.max,
+                "MiB",
+                format!(
+                    "{:.1} MiB peak ({:.1} MiB anonymous; guest RAM resident at driver-ready {:.0} of {MEM_MIB} MiB)",
+                    p.max,
+                    a.max,
+                    Stats::of(&guest).map_or(f64::NAN, |g| g.median)
+                ),
+            ),
+            _ if vmm == Vmm::Qemu && qemu_why.is_some() => r.not_measured(qemu_why.unwrap_or("")),
+            _ => r.not_measured("no memory samples (guest RAM mapping not found?)"),
+        };
+        rows.push(if vmm == Vmm::Dmalab {
+            r.at_most(5.0, "5 MiB")
+        } else {
+            r
+        });
+    }
+}

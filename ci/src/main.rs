@@ -7,7 +7,7 @@
 //! - `test`: `images`, then every test of the workspace with the images
 //!   required (a missing image fails instead of skipping).
 //! - `bench`: boot time against QEMU, VMM start-up and memory, MMIO dispatch,
-//!   DMA throughput: a table with targets, and JSON (see bench.rs).
+//!   DMA throughput: a table with targets, and JSON (see bench/mod.rs).
 
 mod bench;
 mod demo;

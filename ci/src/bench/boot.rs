@@ -51,15 +51,9 @@ pub(super) fn one_boot(
 }
 
 pub(super) fn boot_part(ctx: &mut Ctx) {
-    let (images, dmalab) = match (&ctx.images, &ctx.dmalab) {
-        (Ok(i), Ok(d)) => (i.clone(), d.clone()),
-        (Err(e), _) | (_, Err(e)) => {
-            let why = format!("no images or no dmalab: {e}");
-            ctx.report
-                .rows
-                .push(row("boot", "boot to driver-ready, dmalab", "").not_measured(&why));
-            return;
-        }
+    let Some((images, dmalab)) = ctx.guest_artifacts("boot", "boot to driver-ready, dmalab", "")
+    else {
+        return;
     };
     let qemu = if ctx.opts.qemu {
         let q = ensure_qemu();
@@ -112,13 +106,7 @@ pub(super) fn boot_part(ctx: &mut Ctx) {
                     .map(|(_, c)| c.trim().to_string());
             }
             if run == 1 && b.ok {
-                let console: Vec<(f64, String)> = cap
-                    .lines
-                    .iter()
-                    .filter(|(_, e, _)| !e)
-                    .map(|(t, _, l)| (*t, l.clone()))
-                    .collect();
-                ctx.report.phases = boot_phases(&console, b.driver_ready_guest_s_est);
+                ctx.report.phases = boot_phases(&cap.stdout_lines(), b.driver_ready_guest_s_est);
             }
             boots.push(b);
         }

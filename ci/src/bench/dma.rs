@@ -190,14 +190,8 @@ pub(super) fn dma_part(ctx: &mut Ctx) {
 fn dma_e2e(ctx: &mut Ctx) {
     let how = "dmalab boot with --device dma24 --trace, the initramfs runs `dma24-tool selftest`: per transfer case (write then read back through /dev/dma24-0, compare, one console line) the host time between its console lines; rate = 2 x len / time";
     let metric = "end-to-end guest transfer rate (/dev/dma24-0)";
-    let (images, dmalab) = match (&ctx.images, &ctx.dmalab) {
-        (Ok(i), Ok(d)) => (i.clone(), d.clone()),
-        (Err(e), _) | (_, Err(e)) => {
-            ctx.report.rows.push(
-                row("dma", metric, how).not_measured(&format!("no images or no dmalab: {e}")),
-            );
-            return;
-        }
+    let Some((images, dmalab)) = ctx.guest_artifacts("dma", metric, how) else {
+        return;
     };
     if !dmalab_has_device(&dmalab) {
         ctx.report.rows.push(row("dma", metric, how).not_measured(
@@ -221,12 +215,7 @@ fn dma_e2e(ctx: &mut Ctx) {
             .push(row("dma", metric, how).not_measured("the boot did not run"));
         return;
     };
-    let console: Vec<(f64, String)> = cap
-        .lines
-        .iter()
-        .filter(|(_, e, _)| !e)
-        .map(|(t, _, l)| (*t, l.clone()))
-        .collect();
+    let console = cap.stdout_lines();
     let cases = e2e_cases(&console);
     ctx.report.driver_mmio_read = console.iter().find_map(|(_, l)| parse_driver_mmio(l));
     let timed: Vec<(f64, f64)> = cases

@@ -50,15 +50,8 @@ pub(super) fn initcall_part(ctx: &mut Ctx) {
             .push(row("boot", "slowest initcall", how).not_measured("skipped with --quick"));
         return;
     }
-    let (images, dmalab) = match (&ctx.images, &ctx.dmalab) {
-        (Ok(i), Ok(d)) => (i.clone(), d.clone()),
-        (Err(e), _) | (_, Err(e)) => {
-            let why = format!("no images or no dmalab: {e}");
-            ctx.report
-                .rows
-                .push(row("boot", "slowest initcall", how).not_measured(&why));
-            return;
-        }
+    let Some((images, dmalab)) = ctx.guest_artifacts("boot", "slowest initcall", how) else {
+        return;
     };
     progress("initcall_debug boot: dmalab");
     let extra = format!(

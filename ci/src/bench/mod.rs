@@ -80,6 +80,28 @@ struct Ctx {
     report: Report,
 }
 
+impl Ctx {
+    /// The images folder and dmalab binary a boot needs; when either is
+    /// missing, records `metric` as not measured (and why) and returns None.
+    fn guest_artifacts(
+        &mut self,
+        part: &str,
+        metric: &str,
+        how: &str,
+    ) -> Option<(PathBuf, PathBuf)> {
+        match (&self.images, &self.dmalab) {
+            (Ok(i), Ok(d)) => Some((i.clone(), d.clone())),
+            (Err(e), _) | (_, Err(e)) => {
+                let why = format!("no images or no dmalab: {e}");
+                self.report
+                    .rows
+                    .push(table::row(part, metric, how).not_measured(&why));
+                None
+            }
+        }
+    }
+}
+
 fn progress(msg: &str) {
     eprintln!("bench: {msg}");
 }

@@ -49,6 +49,14 @@ impl Capture {
         }
         s
     }
+    /// The lines the VMM wrote to stdout (the guest console), with their times.
+    pub(super) fn stdout_lines(&self) -> Vec<(f64, String)> {
+        self.lines
+            .iter()
+            .filter(|(_, err, _)| !err)
+            .map(|(t, _, l)| (*t, l.clone()))
+            .collect()
+    }
     pub(super) fn text(&self) -> String {
         let mut s = String::new();
         for (_, _, l) in &self.lines {

@@ -3,9 +3,9 @@
 //!
 //! 1. Host side only (criterion, group `mmio_dispatch`): what the vCPU
 //!    thread does between a KVM MMIO exit and the next KVM_RUN, built the
-//!    way `vmm::vm::run` builds it: `vmm::bus::Bus` lookup -> the
-//!    `PciMmioWindow` (PCI root lock, route scan) -> dma24's lock and
-//!    register decode.
+//!    way `vmm::device_manager::PciDevices` builds it: `vmm::bus::Bus`
+//!    lookup and the window's bus-entry lock -> the `PciMmioWindow`'s BAR
+//!    map scan -> dma24's state lock and register decode.
 //! 2. Round trip seen by a guest (own harness, printed as one JSON line
 //!    `mmio_guest_json: {...}`): a 32-bit mini guest runs N reads (or writes)
 //!    of a dma24 register in a loop, through dmalab's own vCPU exit path
@@ -18,7 +18,7 @@
 //! Only the public API of the `vmm` and `device-model` crates is used.
 
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -27,7 +27,7 @@ use device_model::{Dma24, Dma24Config, InterruptSink, PciDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm::bus::Bus;
 use vmm::memory::{PCI_MMIO_WINDOW_END, PCI_MMIO_WINDOW_START};
-use vmm::pci::{HostBridge, PciMmioWindow, PciRoot, DMA24_SLOT};
+use vmm::pci::{HostBridge, PciRoot, DMA24_SLOT};
 
 struct NoIrq;
 impl InterruptSink for NoIrq {
@@ -35,31 +35,26 @@ impl InterruptSink for NoIrq {
     fn signal_msi(&self, _: u64, _: u32) {}
 }
 
-type SharedDma24 = Arc<Mutex<Dma24<GuestMemoryMmap>>>;
+type SharedDma24 = Arc<Dma24<GuestMemoryMmap>>;
 
 /// A PCI root with the host bridge, the MMIO bus with its window, as
-/// `vmm::vm::run` sets them up; `add` puts dma24 in its slot.
+/// `vmm::device_manager::PciDevices` sets them up; `add` puts dma24 in its
+/// slot.
 fn root_and_bus(add: impl FnOnce(&mut PciRoot) -> SharedDma24) -> (SharedDma24, Bus) {
     let window = PCI_MMIO_WINDOW_END - PCI_MMIO_WINDOW_START;
     let mut root = PciRoot::new(PCI_MMIO_WINDOW_START, window).expect("PCI window");
-    root.add_device(0, Arc::new(Mutex::new(HostBridge)), 0)
+    root.add_device(0, Arc::new(HostBridge), 0)
         .expect("host bridge");
     let dev = add(&mut root);
     let mut bus = Bus::new();
-    bus.insert(
-        Arc::new(Mutex::new(PciMmioWindow(Arc::new(Mutex::new(root))))),
-        PCI_MMIO_WINDOW_START,
-        window,
-    )
-    .expect("PCI window on the MMIO bus");
+    bus.insert(root.mmio_window(), PCI_MMIO_WINDOW_START, window)
+        .expect("PCI window on the MMIO bus");
     (dev, bus)
 }
 
 /// Where the root placed `bar` of the device.
 fn bar_address(dev: &SharedDma24, bar: u8) -> u64 {
-    dev.lock()
-        .unwrap()
-        .bars()
+    dev.bars()
         .iter()
         .find(|b| b.index == bar)
         .map(|b| b.address)
@@ -69,10 +64,10 @@ fn bar_address(dev: &SharedDma24, bar: u8) -> u64 {
 fn host_dispatch(c: &mut Criterion) {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("1 MiB");
     let (dev, bus) = root_and_bus(|root| {
-        let dev = Arc::new(Mutex::new(
+        let dev = Arc::new(
             Dma24::new(Dma24Config::default(), mem, Arc::new(NoIrq), None)
                 .expect("dma24 with the default configuration"),
-        ));
+        );
         root.add_device(DMA24_SLOT, dev.clone(), 16)
             .expect("dma24 in its slot");
         dev
@@ -113,9 +108,7 @@ fn host_dispatch(c: &mut Criterion) {
     g.bench_function("device_read_magic_4_no_bus", |b| {
         let mut d = [0u8; 4];
         b.iter(|| {
-            dev.lock()
-                .unwrap()
-                .read_bar(BAR_REGS, black_box(REG_MAGIC), &mut d);
+            dev.read_bar(BAR_REGS, black_box(REG_MAGIC), &mut d);
             black_box(d)
         })
     });
@@ -169,7 +162,7 @@ fn run_guest(code: impl Fn(u32) -> Vec<u8>) -> Result<(Duration, u64), String> {
     use vmm::boot::{write_entry_structures, EntryPoint, EntryProtocol};
     use vmm::cpuid::CpuPolicy;
     use vmm::debugport::{DebugPorts, DEBUG_PORTS_BASE, DEBUG_PORTS_LEN};
-    use vmm::exit::{StopReason, VmControl};
+    use vmm::stop::{StopReason, VmControl};
     use vmm::vcpu::Vcpu;
 
     let err = |e: &dyn std::fmt::Display| e.to_string();
@@ -184,10 +177,10 @@ fn run_guest(code: impl Fn(u32) -> Vec<u8>) -> Result<(Duration, u64), String> {
             Err(e) => {
                 attach_err = Some(e.to_string());
                 // A detached stand-in so the bus can still be built.
-                Arc::new(Mutex::new(
+                Arc::new(
                     Dma24::new(Dma24Config::default(), mem.clone(), Arc::new(NoIrq), None)
                         .expect("dma24"),
-                ))
+                )
             }
         }
     });
@@ -205,7 +198,7 @@ fn run_guest(code: impl Fn(u32) -> Vec<u8>) -> Result<(Duration, u64), String> {
     let control = Arc::new(VmControl::new().map_err(|e| err(&e))?);
     let mut pio = Bus::new();
     pio.insert(
-        Arc::new(Mutex::new(DebugPorts::new(control.clone()))),
+        Arc::new(std::sync::Mutex::new(DebugPorts::new(control.clone()))),
         u64::from(DEBUG_PORTS_BASE),
         u64::from(DEBUG_PORTS_LEN),
     )

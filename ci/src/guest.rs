@@ -60,13 +60,7 @@ impl Artifacts {
     }
 }
 
-pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("DMALAB_CACHE") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-            .join(".cache/dmalab"),
-    }
-}
+pub use dmalab_paths::cache_dir;
 
 /// One guest to boot.
 #[derive(Clone, Debug)]

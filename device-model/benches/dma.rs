@@ -71,7 +71,7 @@ fn engine(c: &mut Criterion) {
                 dir,
                 sg: false,
                 addr: BUF,
-                len: size as u32,
+                len: u32::try_from(size).expect("bench sizes fit a u32"),
                 dev_offset: 0,
             };
             let off = Tracer::new(None);
@@ -110,10 +110,16 @@ fn device(c: &mut Criterion) {
             let config = Dma24Config::default();
             let path = trace_path("device");
             let sink = traced.then(|| TraceSink::create(&path, &config).unwrap());
-            let mut dev = Dma24::new(config, guest(), Arc::new(NoIrq), sink.clone()).unwrap();
+            let dev = Dma24::new(config, guest(), Arc::new(NoIrq), sink.clone()).unwrap();
             dev.write_config(0x04, &6u16.to_le_bytes());
             dev.write_bar(0, REG_DMA_ADDR, &BUF.to_le_bytes());
-            dev.write_bar(0, REG_DMA_LEN, &(size as u32).to_le_bytes());
+            dev.write_bar(
+                0,
+                REG_DMA_LEN,
+                &u32::try_from(size)
+                    .expect("bench sizes fit a u32")
+                    .to_le_bytes(),
+            );
             let name = if traced {
                 "start_to_idle_trace_on"
             } else {

@@ -21,20 +21,25 @@ use std::time::Duration;
 use thiserror::Error;
 use vm_memory::GuestMemory;
 
-use crate::config::PciConfig;
+use crate::config_space::dma24_config_space;
 use crate::devmem::DeviceMemory;
+use crate::dma24_config::{Dma24Config, OptionsError, Overflow};
 use crate::engine::{check_single, DmaMask, Engine, Job, Report};
-use crate::options::{Dma24Config, OptionsError, Overflow};
 use crate::outcome::{Direction, Outcome};
-use crate::pci::{BarInfo, InterruptSink, PciDevice};
 use crate::regfile::{split_write, Identity, RegWrite, Registers};
 use crate::regs::*;
 use crate::trace::{DmaEvent, TraceSink, Tracer};
+use pci::regs::{PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY};
+use pci::{
+    BarInfo, BarReprogrammingParams, ConfigSpace, ConfigSpaceError, InterruptSink, PciDevice,
+};
 
 #[derive(Debug, Error)]
 pub enum DeviceError {
     #[error("invalid dma24 configuration: {0}")]
     Config(#[from] OptionsError),
+    #[error("dma24 configuration space: {0}")]
+    ConfigSpace(#[from] ConfigSpaceError),
     #[error("cannot start the dma24 worker thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -56,10 +61,12 @@ struct Shared<M> {
     devmem: Mutex<DeviceMemory>,
     tracer: Tracer,
     irq: Arc<dyn InterruptSink>,
+    /// `config.devmem_size` as a length.
+    devmem_len: usize,
 }
 
 struct State {
-    pci: PciConfig,
+    pci: ConfigSpace,
     regs: Registers,
     /// Bumped by CTRL_RESET: a job started in an older generation stops at
     /// its next access and its completion is discarded.
@@ -91,15 +98,19 @@ impl<M: GuestMemory + Send + Sync + 'static> Dma24<M> {
         if config.overflow == Overflow::Truncate {
             caps |= CAPS_TRUNCATE;
         }
-        let devmem_size = config.devmem_size as usize;
+        // validate() keeps devmem_size at most 64 MiB.
+        let devmem_size = usize::try_from(config.devmem_size)
+            .map_err(|_| OptionsError::MemSize(config.devmem_size / 1024))?;
+        let devmem_size_reg = u32::try_from(config.devmem_size)
+            .map_err(|_| OptionsError::MemSize(config.devmem_size / 1024))?;
         let shared = Arc::new(Shared {
             mem,
             id: Identity {
                 caps,
-                devmem_size: config.devmem_size as u32,
+                devmem_size: devmem_size_reg,
             },
             state: Mutex::new(State {
-                pci: PciConfig::new(config.devmem_size),
+                pci: dma24_config_space(config.devmem_size)?,
                 regs: Registers::default(),
                 generation: 0,
                 in_flight: 0,
@@ -111,6 +122,7 @@ impl<M: GuestMemory + Send + Sync + 'static> Dma24<M> {
             devmem: Mutex::new(DeviceMemory::new(devmem_size)),
             tracer: Tracer::new(trace),
             irq,
+            devmem_len: devmem_size,
         });
         let (jobs, rx) = mpsc::channel::<(Job, u64)>();
         let worker_shared = Arc::clone(&shared);
@@ -153,6 +165,8 @@ impl<M: GuestMemory + Send + Sync + 'static> Dma24<M> {
         if st.regs.write_plain(w) {
             return;
         }
+        // Every register with side effects is 32 bits wide: bits() fits.
+        #[allow(clippy::cast_possible_truncation)]
         let bits = w.bits() as u32;
         match w.base {
             REG_CONTROL => {
@@ -216,12 +230,12 @@ impl<M: GuestMemory + Send + Sync + 'static> Shared<M> {
             len: if cmd & CMD_SG != 0 { 0 } else { r.dma_len },
             dev_offset: r.dev_offset,
         };
-        let devmem = self.config.devmem_size as usize;
+        let devmem = self.devmem_len;
         let refusal = if cmd & CMD_RESERVED != 0 {
             Some(Outcome::BadCommand)
         } else if r.status & STATUS_BUSY != 0 {
             Some(Outcome::Busy)
-        } else if !st.pci.bus_master() {
+        } else if !st.pci.command_has(PCI_COMMAND_MASTER) {
             Some(Outcome::BmeOff)
         } else if job.sg {
             (job.dev_offset as usize >= devmem).then_some(Outcome::BadOffset)
@@ -265,7 +279,7 @@ impl<M: GuestMemory + Send + Sync + 'static> Shared<M> {
             let st = lock(&self.state);
             if st.generation != generation {
                 Err(Outcome::Aborted)
-            } else if !st.pci.bus_master() {
+            } else if !st.pci.command_has(PCI_COMMAND_MASTER) {
                 Err(Outcome::BmeOff)
             } else {
                 Ok(())
@@ -325,37 +339,39 @@ impl<M: GuestMemory + Send + Sync + 'static> Shared<M> {
         let pending = st.regs.irq_status != 0 && st.regs.control & CTRL_IRQ_ENABLE != 0;
         let msi = st.pci.msi_enabled();
         st.pci.set_interrupt_status(pending && !msi);
-        let level = pending && !msi && !st.pci.intx_disabled();
+        let level = pending && !msi && !st.pci.command_has(PCI_COMMAND_INTX_DISABLE);
         if level != st.intx {
             st.intx = level;
             self.irq.set_intx(level);
         }
         if msi && pending && event {
-            let (address, data) = st.pci.msi_message();
-            self.irq.signal_msi(address, data);
+            if let Some((address, data)) = st.pci.msi_message() {
+                self.irq.signal_msi(address, data);
+            }
         }
     }
 }
 
 impl<M: GuestMemory + Send + Sync + 'static> PciDevice for Dma24<M> {
-    fn read_config(&mut self, offset: u16, data: &mut [u8]) {
+    fn read_config(&self, offset: u16, data: &mut [u8]) {
         lock(&self.shared.state).pci.read(offset, data);
     }
 
-    fn write_config(&mut self, offset: u16, data: &[u8]) {
+    fn write_config(&self, offset: u16, data: &[u8]) -> Vec<BarReprogrammingParams> {
         let mut st = lock(&self.shared.state);
-        st.pci.write(offset, data);
+        let moved = st.pci.write(offset, data);
         // Interrupt Disable or MSI Enable may have changed.
         self.shared.sync_irq(&mut st, false);
+        moved
     }
 
     fn bars(&self) -> Vec<BarInfo> {
         lock(&self.shared.state).pci.bars()
     }
 
-    fn read_bar(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
+    fn read_bar(&self, bar: u8, offset: u64, data: &mut [u8]) {
         let st = lock(&self.shared.state);
-        if !st.pci.mem_enabled() || bar > BAR_DEVMEM {
+        if !st.pci.command_has(PCI_COMMAND_MEMORY) || bar > BAR_DEVMEM {
             data.fill(0xff); // not decoding: master abort
         } else if bar == BAR_REGS {
             st.regs.read(offset, data, self.shared.id);
@@ -372,9 +388,9 @@ impl<M: GuestMemory + Send + Sync + 'static> PciDevice for Dma24<M> {
         }
     }
 
-    fn write_bar(&mut self, bar: u8, offset: u64, data: &[u8]) {
+    fn write_bar(&self, bar: u8, offset: u64, data: &[u8]) {
         let mut st = lock(&self.shared.state);
-        if !st.pci.mem_enabled() || bar > BAR_DEVMEM {
+        if !st.pci.command_has(PCI_COMMAND_MEMORY) || bar > BAR_DEVMEM {
             return;
         }
         if bar == BAR_REGS {

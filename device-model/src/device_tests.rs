@@ -1,11 +1,22 @@
+// Test data: small literals and lengths of test buffers; a cast that
+// truncated would fail the test, not hide a bug.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::config::{CMD_BUS_MASTER, CMD_INTX_DISABLE, CMD_MEM, STATUS_INTX};
 use crate::engine::Descriptor;
 use crate::testutil::{mem, trace, Irq, IrqLog, Mem, SharedBuf};
+use pci::regs::{
+    PCI_COMMAND_INTX_DISABLE as CMD_INTX_DISABLE, PCI_COMMAND_MASTER as CMD_BUS_MASTER,
+    PCI_COMMAND_MEMORY as CMD_MEM, PCI_STATUS_INTERRUPT as STATUS_INTX,
+};
 
 const SECOND: Duration = Duration::from_secs(5);
 
@@ -509,7 +520,7 @@ fn drop_with_a_transfer_queued_joins_the_worker() {
 fn works_without_a_trace() {
     let mem = mem(&[(0, 0x1_0000)]);
     let irq = Arc::new(IrqLog::default());
-    let mut dev = Dma24::new(Dma24Config::default(), mem, irq, None).unwrap();
+    let dev = Dma24::new(Dma24Config::default(), mem, irq, None).unwrap();
     dev.write_config(0x04, &(CMD_MEM | CMD_BUS_MASTER).to_le_bytes());
     dev.write_bar(0, REG_DMA_LEN, &16u32.to_le_bytes());
     dev.write_bar(0, REG_DMA_CMD, &CMD_START.to_le_bytes());
@@ -544,7 +555,7 @@ fn usable_as_a_boxed_pci_device() {
         None,
     )
     .unwrap();
-    let mut boxed: Box<dyn PciDevice> = Box::new(dev);
+    let boxed: Box<dyn PciDevice> = Box::new(dev);
     let mut b = [0u8; 2];
     boxed.read_config(0, &mut b);
     assert_eq!(u16::from_le_bytes(b), VENDOR_ID);

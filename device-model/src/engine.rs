@@ -9,12 +9,24 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory, Permissions};
 
-use crate::options::{mask_of, Overflow};
+use crate::dma24_config::{mask_of, Overflow};
 use crate::outcome::{Direction, Outcome};
 use crate::regs::{
     DESC_CHAIN, DESC_LAST, DESC_RESERVED, DESC_SIZE, SG_MAX_DESCRIPTORS, SG_MAX_SEGMENTS,
 };
 use crate::trace::{hash_bytes, DmaEvent, Tracer};
+
+/// [`DESC_SIZE`] as an array length.
+#[allow(clippy::cast_possible_truncation)] // 16 fits any usize
+const DESC_BYTES: usize = DESC_SIZE as usize;
+
+/// The bytes `[start, end)` of device memory, or `None` when the range is
+/// not inside it (so no index can panic, whatever the guest programmed).
+fn devmem_range(devmem: &mut [u8], start: u64, end: u64) -> Option<&mut [u8]> {
+    let start = usize::try_from(start).ok()?;
+    let end = usize::try_from(end).ok()?;
+    devmem.get_mut(start..end)
+}
 
 /// The device's view of the bus: how many address lines it drives and what
 /// happens to an address that needs more.
@@ -35,7 +47,7 @@ impl DmaMask {
     /// - reject: the whole range `addr..addr+len` must be within the mask.
     /// - truncate: the address is cut to the mask, and a range that runs past
     ///   the mask wraps to 0, as a counter with only `bits` bits would.
-    pub fn route(self, addr: u64, len: u64) -> Result<(u64, bool), Outcome> {
+    pub fn translate(self, addr: u64, len: u64) -> Result<(u64, bool), Outcome> {
         let mask = self.value();
         let last = addr.checked_add(len.saturating_sub(1));
         match self.overflow {
@@ -83,15 +95,15 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    pub fn to_bytes(self) -> [u8; DESC_SIZE as usize] {
-        let mut b = [0; DESC_SIZE as usize];
+    pub fn to_bytes(self) -> [u8; DESC_BYTES] {
+        let mut b = [0; DESC_BYTES];
         b[0..8].copy_from_slice(&self.addr.to_le_bytes());
         b[8..12].copy_from_slice(&self.len.to_le_bytes());
         b[12..16].copy_from_slice(&self.flags.to_le_bytes());
         b
     }
 
-    pub fn from_bytes(b: [u8; DESC_SIZE as usize]) -> Self {
+    pub fn from_bytes(b: [u8; DESC_BYTES]) -> Self {
         let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, f0, f1, f2, f3] = b;
         Descriptor {
             addr: u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
@@ -196,8 +208,11 @@ impl<'a, M: GuestMemory> Engine<'a, M> {
         if let Err(o) = check_single(len, off, devmem.len()) {
             return Err(self.refuse(p, p.job.dir, addr, len.into(), off.into(), o));
         }
-        let (off, end) = (off as usize, off as usize + len as usize);
-        self.access(p, p.job.dir, addr, off as u64, &mut devmem[off..end])?;
+        let (off, end) = (u64::from(off), u64::from(off) + u64::from(len));
+        let Some(part) = devmem_range(devmem, off, end) else {
+            return Err(self.refuse(p, p.job.dir, addr, len.into(), off, Outcome::BadOffset));
+        };
+        self.access(p, p.job.dir, addr, off, part)?;
         p.report.bytes += u64::from(len);
         Ok(())
     }
@@ -208,7 +223,7 @@ impl<'a, M: GuestMemory> Engine<'a, M> {
         let mut dev_off = u64::from(p.job.dev_offset);
         let mut data_segments = 0usize;
         for _ in 0..SG_MAX_DESCRIPTORS {
-            let mut raw = [0u8; DESC_SIZE as usize];
+            let mut raw = [0u8; DESC_BYTES];
             self.access(p, Direction::DescriptorFetch, next, 0, &mut raw)?;
             let d = Descriptor::from_bytes(raw);
             let refuse =
@@ -226,16 +241,10 @@ impl<'a, M: GuestMemory> Engine<'a, M> {
                 return Err(refuse(p, Outcome::ListTooLong));
             }
             let end = dev_off + u64::from(d.len);
-            if end > devmem.len() as u64 {
+            let Some(part) = devmem_range(devmem, dev_off, end) else {
                 return Err(refuse(p, Outcome::BadOffset));
-            }
-            self.access(
-                p,
-                dir,
-                d.addr,
-                dev_off,
-                &mut devmem[dev_off as usize..end as usize],
-            )?;
+            };
+            self.access(p, dir, d.addr, dev_off, part)?;
             p.report.bytes += u64::from(d.len);
             data_segments += 1;
             dev_off = end;
@@ -269,7 +278,7 @@ impl<'a, M: GuestMemory> Engine<'a, M> {
         if let Err(o) = (p.gate)() {
             return Err(self.refuse(p, dir, addr, len, dev_offset, o));
         }
-        let (eff, truncated) = match self.mask.route(addr, len) {
+        let (eff, truncated) = match self.mask.translate(addr, len) {
             Ok(r) => r,
             Err(o) => return Err(self.refuse(p, dir, addr, len, dev_offset, o)),
         };
@@ -302,7 +311,9 @@ impl<'a, M: GuestMemory> Engine<'a, M> {
             return Err(Outcome::RejectedRam);
         }
         for (a, at, n) in self.mask.pieces(eff, len) {
-            let part = &mut dev[at as usize..(at + n) as usize];
+            let Some(part) = devmem_range(dev, at, at + n) else {
+                return Err(Outcome::BadOffset);
+            };
             let res = match dir {
                 Direction::FromDevice => self.mem.write_slice(part, GuestAddress(a)),
                 _ => self.mem.read_slice(part, GuestAddress(a)),

@@ -1,5 +1,13 @@
+// Test data: small literals and lengths of test buffers; a cast that
+// truncated would fail the test, not hide a bug.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use super::*;
-use crate::options::Dma24Config;
+use crate::dma24_config::Dma24Config;
 use crate::regs::*;
 use crate::testutil::{assert_same, mem, trace, Mem, SharedBuf};
 use crate::trace::{HashHex, Hex, TraceSink};
@@ -76,32 +84,32 @@ fn single(dir: Direction, addr: u64, len: u32, dev_offset: u32) -> Job {
 }
 
 #[test]
-fn reject_mask_route() {
+fn reject_mask_translation() {
     let m = DmaMask {
         bits: 24,
         overflow: Overflow::Reject,
     };
-    assert_eq!(m.route(0xff_f000, 0x1000), Ok((0xff_f000, false)));
-    assert_eq!(m.route(0xff_f001, 0x1000), Err(Outcome::RejectedMask));
-    assert_eq!(m.route(0x100_0000, 1), Err(Outcome::RejectedMask));
+    assert_eq!(m.translate(0xff_f000, 0x1000), Ok((0xff_f000, false)));
+    assert_eq!(m.translate(0xff_f001, 0x1000), Err(Outcome::RejectedMask));
+    assert_eq!(m.translate(0x100_0000, 1), Err(Outcome::RejectedMask));
     let m64 = DmaMask {
         bits: 64,
         overflow: Overflow::Reject,
     };
-    assert_eq!(m64.route(u64::MAX, 1), Ok((u64::MAX, false)));
-    assert_eq!(m64.route(u64::MAX, 2), Err(Outcome::RejectedMask));
+    assert_eq!(m64.translate(u64::MAX, 1), Ok((u64::MAX, false)));
+    assert_eq!(m64.translate(u64::MAX, 2), Err(Outcome::RejectedMask));
 }
 
 #[test]
-fn truncate_route_and_pieces() {
+fn truncate_translation_and_pieces() {
     let m = DmaMask {
         bits: 24,
         overflow: Overflow::Truncate,
     };
-    assert_eq!(m.route(0x1234_5678, 16), Ok((0x34_5678, true)));
-    assert_eq!(m.route(0x34_5678, 16), Ok((0x34_5678, false)));
+    assert_eq!(m.translate(0x1234_5678, 16), Ok((0x34_5678, true)));
+    assert_eq!(m.translate(0x34_5678, 16), Ok((0x34_5678, false)));
     // In range but runs past the top: wraps.
-    assert_eq!(m.route(0xff_fff0, 0x20), Ok((0xff_fff0, true)));
+    assert_eq!(m.translate(0xff_fff0, 0x20), Ok((0xff_fff0, true)));
     let p: Vec<_> = m.pieces(0xff_fff0, 0x20).collect();
     assert_eq!(p, vec![(0xff_fff0, 0, 0x10), (0, 0x10, 0x10)]);
     // 12-bit mask, 3 pages: wraps onto the same page three times.

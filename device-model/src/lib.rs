@@ -6,22 +6,24 @@
 //! host (the `vmm` crate, or a unit test), touches guest memory only through
 //! `vm-memory`'s `GuestMemory`, and raises interrupts through [`InterruptSink`].
 //!
-//! - [`options`]: the `mask-bits=N,overflow=...,mem=KIB` spec -> [`Dma24Config`].
+//! - [`dma24_config`]: [`Dma24Config`], what is fixed when a device is built,
+//!   and its `mask-bits=N,overflow=...,mem=KIB` spec.
 //! - [`device`]: [`Dma24`], the device the VMM builds: registers, worker thread.
-//! - [`config`]: PCI configuration space (identity, BARs, MSI).
+//! - [`config_space`]: dma24's PCI configuration space (identity, BARs,
+//!   MSI), laid out with the `pci` crate's builder.
 //! - [`regs`]: the BAR0 register map (the contract with the guest driver).
 //! - [`engine`]: mask/RAM checks and the copy, single and scatter-gather.
 //! - [`trace`]: JSON Lines trace writer and [`trace::summary`].
 //!
 //! See `device-model/README.md` for the register map and trace schema.
+#![forbid(unsafe_code)]
 
-pub mod config;
+pub mod config_space;
 pub mod device;
 pub mod devmem;
+pub mod dma24_config;
 pub mod engine;
-pub mod options;
 pub mod outcome;
-pub mod pci;
 mod regfile;
 pub mod regs;
 pub mod trace;
@@ -30,7 +32,8 @@ pub mod trace;
 mod testutil;
 
 pub use device::{DeviceError, Dma24};
-pub use options::{Dma24Config, OptionsError, Overflow};
+pub use dma24_config::{Dma24Config, OptionsError, Overflow};
 pub use outcome::{Direction, Outcome};
-pub use pci::{BarInfo, BarKind, InterruptSink, PciDevice};
+// The PCI layer's contract, re-exported for hosts that only use dma24.
+pub use pci::{BarInfo, BarKind, BarReprogrammingParams, InterruptSink, PciDevice};
 pub use trace::{TraceError, TraceOptions, TraceSink, TraceStats};

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use crate::options::Dma24Config;
-use crate::pci::InterruptSink;
+use crate::dma24_config::Dma24Config;
 use crate::trace::{DmaRecord, TraceOptions, TraceSink};
+use pci::InterruptSink;
 
 pub type Mem = GuestMemoryMmap<()>;
 

@@ -4,6 +4,14 @@
 //! transfer the whole of guest RAM and device memory must equal the model's,
 //! so any stray write (or a write that should not have happened) fails.
 
+// Test data: small literals and lengths of test buffers; a cast that
+// truncated would fail the test, not hide a bug.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use device_model::engine::{Descriptor, DmaMask, Engine, Job};
 use device_model::regs::*;
 use device_model::trace::Tracer;

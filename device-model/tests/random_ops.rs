@@ -96,7 +96,7 @@ proptest! {
     ) {
         let ranges: Vec<_> = RAM.iter().map(|&(a, n)| (GuestAddress(a), n)).collect();
         let mem = GuestMemoryMmap::<()>::from_ranges(&ranges).unwrap();
-        let canary: Vec<u8> = (0..0x1_0000usize).map(|i| (i % 253) as u8).collect();
+        let canary: Vec<u8> = (0..0x1_0000usize).map(|i| (i % 253).to_le_bytes()[0]).collect();
         mem.write_slice(&canary, GuestAddress(CANARY)).unwrap();
         let spec = if truncate { "mask-bits=16,overflow=truncate,mem=16" } else { "mask-bits=16,mem=16" };
         let config = Dma24Config::parse(spec).unwrap();
@@ -112,7 +112,22 @@ proptest! {
 
         for op in &ops {
             match op {
-                Op::Config(o, d) => dev.write_config(*o, d),
+                Op::Config(o, d) => {
+                    // The BAR moves reported are exactly the change in decode.
+                    let before = dev.bars();
+                    let moved = dev.write_config(*o, d);
+                    let expected: Vec<_> = before
+                        .iter()
+                        .zip(dev.bars())
+                        .filter(|(old, new)| old.decoded_base() != new.decoded_base())
+                        .map(|(old, new)| (new.index, old.decoded_base(), new.decoded_base()))
+                        .collect();
+                    let got: Vec<_> = moved
+                        .iter()
+                        .map(|m| (m.bar, m.old_base, m.new_base))
+                        .collect();
+                    prop_assert_eq!(got, expected);
+                }
                 Op::Reg(o, d) => dev.write_bar(0, *o, d),
                 Op::DevMem(o, d) => dev.write_bar(1, *o, d),
                 Op::ReadBar(b, o, n) => dev.read_bar(*b, *o, &mut vec![0; *n]),

@@ -61,6 +61,20 @@ pub const BOOT_TSS: u16 = 0x20;
 /// GDT selector of the 32-bit code segment (PVH entry).
 pub const BOOT_CS32: u16 = 0x28;
 
+/// [`TIMER_PORT`] as the imm8 of `out imm8, al` (checked at compile time).
+#[allow(clippy::cast_possible_truncation)]
+const TIMER_PORT_IMM8: u8 = {
+    assert!(TIMER_PORT < 0x100);
+    TIMER_PORT as u8
+};
+
+/// The GDTR limit of [`GDT`] (checked at compile time).
+#[allow(clippy::cast_possible_truncation)]
+const GDT_LIMIT: u16 = {
+    assert!(std::mem::size_of_val(&GDT) <= 0x1_0000);
+    (std::mem::size_of_val(&GDT) - 1) as u16
+};
+
 /// The boot GDT: null, null, code64, data, TSS, code32.
 pub const GDT: [u64; 6] = [
     0,
@@ -83,9 +97,13 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 
 /// The `kvm_segment` (hidden part) matching GDT entry `entry` at `selector`.
 pub fn segment_from_gdt(entry: u64, selector: u16) -> kvm_segment {
-    let base = (((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000)) as u32;
-    let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
-    let g = ((entry >> 55) & 1) as u8;
+    // The masks keep each field within its type: the casts drop zeros.
+    #[allow(clippy::cast_possible_truncation)]
+    let (base, raw_limit, g) = (
+        (((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000)) as u32,
+        ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32,
+        ((entry >> 55) & 1) as u8,
+    );
     let limit = if g == 1 {
         (raw_limit << 12) | 0xfff
     } else {
@@ -157,10 +175,11 @@ pub fn write_identity_page_tables(mem: &GuestMemoryMmap) -> Result<(), BootError
 /// The trampoline bytes for a jump to `entry`: `out TIMER_PORT, al; jmp entry`.
 pub fn trampoline(entry: u64) -> Result<[u8; 7], BootError> {
     let next = TRAMPOLINE_ADDR + 7;
-    let rel = entry.wrapping_sub(next) as i64;
+    // rel32 is the two's-complement distance: reinterpret the wrapped u64.
+    let rel = i64::from_ne_bytes(entry.wrapping_sub(next).to_ne_bytes());
     let rel32 = i32::try_from(rel).map_err(|_| BootError::EntryOutOfReach(entry))?;
     let r = rel32.to_le_bytes();
-    Ok([0xe6, TIMER_PORT as u8, 0xe9, r[0], r[1], r[2], r[3]])
+    Ok([0xe6, TIMER_PORT_IMM8, 0xe9, r[0], r[1], r[2], r[3]])
 }
 
 /// Write the trampoline and boot tables the entry protocol needs.
@@ -221,7 +240,7 @@ pub fn entry_sregs(entry: &EntryPoint, mut sregs: kvm_sregs) -> kvm_sregs {
     sregs.ss = data;
     sregs.tr = segment_from_gdt(GDT[4], BOOT_TSS);
     sregs.gdt.base = GDT_ADDR;
-    sregs.gdt.limit = (std::mem::size_of_val(&GDT) - 1) as u16;
+    sregs.gdt.limit = GDT_LIMIT;
     sregs.idt.base = IDT_ADDR;
     sregs.idt.limit = 7;
     match entry.protocol {
@@ -281,7 +300,10 @@ mod tests {
         let t = trampoline(0x16e_a430).unwrap();
         assert_eq!(&t[..3], &[0xe6, 0xf5, 0xe9]);
         let rel = i32::from_le_bytes([t[3], t[4], t[5], t[6]]);
-        assert_eq!(TRAMPOLINE_ADDR as i64 + 7 + rel as i64, 0x16e_a430);
+        assert_eq!(
+            i64::try_from(TRAMPOLINE_ADDR).unwrap() + 7 + i64::from(rel),
+            0x16e_a430
+        );
         assert!(trampoline(0x10_0000_0000).is_err());
     }
 

@@ -147,8 +147,8 @@ mod tests {
 
     impl BusDevice for Recorder {
         fn read(&mut self, offset: u64, data: &mut [u8]) {
-            for (i, b) in data.iter_mut().enumerate() {
-                *b = offset as u8 + i as u8;
+            for (b, o) in data.iter_mut().zip(offset..) {
+                *b = o.to_le_bytes()[0];
             }
         }
         fn write(&mut self, offset: u64, data: &[u8]) {

@@ -173,17 +173,9 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// `${DMALAB_CACHE:-~/.cache/dmalab}/images/current`.
-pub fn images_dir() -> PathBuf {
-    let cache = std::env::var_os("DMALAB_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
-            home.join(".cache").join("dmalab")
-        });
-    cache.join("images").join("current")
-}
+/// `${DMALAB_CACHE:-~/.cache/dmalab}/images/current` (one definition for
+/// every crate: the `dmalab-paths` crate).
+pub use dmalab_paths::images_dir;
 
 impl RunArgs {
     /// The VM configuration, with the default images filled in.
@@ -202,6 +194,7 @@ impl RunArgs {
         VmConfig {
             kernel,
             initrd,
+            initrd_extra: Vec::new(),
             cmdline: self.cmdline,
             mem_mib: self.mem,
             vcpus: self.vcpus,

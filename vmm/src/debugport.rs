@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use crate::bus::BusDevice;
-use crate::exit::{StopReason, VmControl};
 use crate::logger;
+use crate::stop::{StopReason, VmControl};
 
 /// The exit port.
 pub const EXIT_PORT: u16 = 0xf4;

@@ -11,8 +11,8 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::exit::{StopReason, VmControl};
 use crate::serial::{SerialDevice, Stdout};
+use crate::stop::{StopReason, VmControl};
 
 /// The serial device type the VMM uses.
 pub type Console = Arc<Mutex<SerialDevice<Stdout>>>;

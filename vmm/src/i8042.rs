@@ -7,7 +7,7 @@ use std::sync::Arc;
 use vm_superio::{I8042Device, Trigger};
 
 use crate::bus::BusDevice;
-use crate::exit::{StopReason, VmControl};
+use crate::stop::{StopReason, VmControl};
 
 /// First i8042 port (data).
 pub const I8042_BASE: u16 = 0x60;
@@ -44,8 +44,9 @@ impl I8042 {
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        if let Some(b) = data.first_mut() {
-            *b = self.dev.read(offset as u8);
+        // The bus gives offsets inside the 5-port range only.
+        if let (Some(b), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
+            *b = self.dev.read(off);
         }
     }
 

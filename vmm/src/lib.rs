@@ -11,14 +11,18 @@
 //! panic the VMM.
 
 pub mod boot;
+pub mod boot_info;
+pub mod builder;
 pub mod bus;
 pub mod cli;
+pub mod cmdline;
 pub mod cpuid;
 pub mod debugport;
+pub mod device_manager;
 pub mod eventloop;
-pub mod exit;
 pub mod fault;
 pub mod i8042;
+pub mod kvm_exit;
 pub mod loader;
 pub mod logger;
 pub mod memory;
@@ -26,8 +30,11 @@ pub mod mptable;
 pub mod pci;
 pub mod serial;
 pub mod signals;
+pub mod stop;
 pub mod vcpu;
+pub mod vcpu_threads;
 pub mod vm;
 
-pub use exit::{ExitCode, StopReason};
+pub use builder::{Vm, VmBuilder};
+pub use stop::{ExitCode, StopReason};
 pub use vm::{run, VmConfig};

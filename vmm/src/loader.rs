@@ -1,6 +1,7 @@
-//! Kernel, initrd and command line: checking the inputs, loading them into
-//! guest memory (linux-loader), and writing the boot information the entry
-//! protocol needs (PVH `hvm_start_info` or the Linux zero page).
+//! Kernel and initrd: checking the inputs (before KVM is opened) and
+//! loading them into guest memory (linux-loader). The command line is
+//! `cmdline.rs`, the boot information the entry protocol reads (PVH start
+//! info, zero page) is `boot_info.rs`.
 //!
 //! Formats:
 //! * ELF `vmlinux` (x86-64): entered through its PVH note
@@ -8,39 +9,26 @@
 //!   64-bit boot protocol.
 //! * `bzImage`: the 64-bit boot protocol at load address + 0x200 (the
 //!   kernel decompresses itself; slow on PVM, prefer `vmlinux`).
+//!
+//! The initrd may come in parts (the image's cpio, then e.g. a cpio with an
+//! extra module): they are loaded back to back, each starting on a 4-byte
+//! boundary, which is how the kernel expects concatenated cpio archives.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use linux_loader::cmdline::Cmdline;
-use linux_loader::configurator::linux::LinuxBootConfigurator;
-use linux_loader::configurator::pvh::PvhBootConfigurator;
-use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, E820_MAX_ENTRIES_ZEROPAGE};
-use linux_loader::loader::elf::start_info::{
-    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info, XEN_HVM_START_MAGIC_VALUE,
-};
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
-use linux_loader::loader::{load_cmdline, BzImage, KernelLoader};
+use linux_loader::loader::{BzImage, KernelLoader};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::boot::{EntryPoint, EntryProtocol};
-use crate::cpuid::{clearcpuid_arg, CpuPolicy};
-use crate::memory::{
-    low_ram_end, E820Entry, CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIGHMEM_START, INITRD_ADDR_MAX, MIB,
-    PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR, ZERO_PAGE_ADDR,
-};
+use crate::memory::{low_ram_end, HIGHMEM_START, INITRD_ADDR_MAX, MIB};
 
 /// Memory the guest kernel needs beyond its image and the initrd (and the
 /// initrd's unpacked copy) to boot: page structs, slabs, the early stack.
 pub const GUEST_HEADROOM: u64 = 8 * MIB;
-/// The guest kernel's timer frequency (images/kernel/dmalab.config: HZ=100),
-/// used to compute `lpj=`.
-pub const GUEST_HZ: u64 = 100;
-
-/// Errors in the kernel, initrd or command line.
+/// Errors in the kernel or initrd.
 #[derive(Debug, Error)]
 pub enum LoaderError {
     #[error("kernel image {0} not found: build it with `cargo xtask images` or pass --kernel")]
@@ -62,14 +50,8 @@ pub enum LoaderError {
         needed_mib: u64,
         have_mib: u64,
     },
-    #[error("kernel command line is {len} bytes, the limit is {} bytes", CMDLINE_MAX_SIZE - 1)]
-    CmdlineTooLong { len: usize },
-    #[error("invalid kernel command line {cmdline:?}: {why}")]
-    CmdlineInvalid { cmdline: String, why: String },
     #[error("cannot load the kernel: {0}")]
     Load(#[from] linux_loader::loader::Error),
-    #[error("cannot write the boot parameters: {0}")]
-    BootParams(#[from] linux_loader::configurator::Error),
     #[error("cannot write the initrd to guest memory: {0}")]
     InitrdWrite(vm_memory::GuestMemoryError),
 }
@@ -93,11 +75,29 @@ pub struct KernelInfo {
     pub end: u64,
 }
 
-/// A checked initrd.
+/// One file of the initrd.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InitrdInfo {
+pub struct InitrdPart {
     pub path: PathBuf,
     pub size: u64,
+}
+
+/// A checked initrd: its parts in load order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitrdInfo {
+    pub parts: Vec<InitrdPart>,
+    /// Bytes from the start of the first part to the end of the last.
+    pub size: u64,
+}
+
+/// Where each part starts: on a 4-byte boundary after the one before.
+fn part_offsets(parts: &[InitrdPart]) -> impl Iterator<Item = (u64, &InitrdPart)> {
+    let mut next = 0u64;
+    parts.iter().map(move |p| {
+        let at = next;
+        next = (at + p.size).next_multiple_of(4);
+        (at, p)
+    })
 }
 
 /// Where the initrd went.
@@ -130,7 +130,8 @@ const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
 const EM_X86_64: u16 = 62;
 const PT_LOAD: u32 = 1;
-const BZ_MAGIC: u32 = 0x5372_6448; // "HdrS"
+/// "HdrS": the bzImage setup header signature (also written to a zero page).
+pub(crate) const BZ_MAGIC: u32 = 0x5372_6448;
 const XLF_KERNEL_64: u16 = 1;
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -239,6 +240,20 @@ pub fn inspect_kernel(path: &Path) -> Result<KernelInfo, LoaderError> {
 
 /// Check that the initrd exists and is readable.
 pub fn inspect_initrd(path: &Path) -> Result<InitrdInfo, LoaderError> {
+    inspect_initrd_parts(&[path])
+}
+
+/// Check every part of an initrd (see the module doc).
+pub fn inspect_initrd_parts<P: AsRef<Path>>(paths: &[P]) -> Result<InitrdInfo, LoaderError> {
+    let parts = paths
+        .iter()
+        .map(|p| inspect_initrd_part(p.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let size = part_offsets(&parts).last().map_or(0, |(at, p)| at + p.size);
+    Ok(InitrdInfo { parts, size })
+}
+
+fn inspect_initrd_part(path: &Path) -> Result<InitrdPart, LoaderError> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => LoaderError::InitrdNotFound(path.to_path_buf()),
         _ => LoaderError::InitrdUnreadable {
@@ -256,7 +271,7 @@ pub fn inspect_initrd(path: &Path) -> Result<InitrdInfo, LoaderError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(InitrdInfo {
+    Ok(InitrdPart {
         path: path.to_path_buf(),
         size: meta.len(),
     })
@@ -301,59 +316,6 @@ pub fn check_memory(
     Ok(())
 }
 
-/// The command line dmalab starts every guest with (before `--cmdline`):
-/// a serial console, `reboot=k` (reset through the i8042, which ends the
-/// VMM), `panic=-1` (reboot at once after a panic, which the VMM reports as
-/// exit code 3), no TSC calibration, no spectre mitigations, one UART, and
-/// for `--cpu filtered` the `clearcpuid=` list of [`crate::cpuid`].
-pub fn default_cmdline(policy: CpuPolicy, lpj: u64) -> String {
-    let mut s = format!(
-        "console=ttyS0 reboot=k panic=-1 tsc=reliable lpj={lpj} 8250.nr_uarts=1 mitigations=off"
-    );
-    if let Some(c) = clearcpuid_arg(policy) {
-        s.push(' ');
-        s.push_str(&c);
-    }
-    s
-}
-
-/// `lpj=` for a TSC of `tsc_khz` (the delay loop uses the TSC on x86-64).
-pub fn lpj_for(tsc_khz: u32) -> u64 {
-    let lpj = u64::from(tsc_khz) * 1000 / GUEST_HZ;
-    if lpj == 0 {
-        // Unknown TSC rate: a 2 GHz guess.
-        20_000_000
-    } else {
-        lpj
-    }
-}
-
-/// The full command line: defaults, then the user's `--cmdline`.
-pub fn build_cmdline(
-    policy: CpuPolicy,
-    lpj: u64,
-    extra: Option<&str>,
-) -> Result<Cmdline, LoaderError> {
-    let mut s = default_cmdline(policy, lpj);
-    if let Some(e) = extra.map(str::trim).filter(|e| !e.is_empty()) {
-        s.push(' ');
-        s.push_str(e);
-    }
-    if s.len() >= CMDLINE_MAX_SIZE {
-        return Err(LoaderError::CmdlineTooLong { len: s.len() });
-    }
-    if let Some(c) = s.chars().find(|c| !(' '..='~').contains(c)) {
-        return Err(LoaderError::CmdlineInvalid {
-            cmdline: s.clone(),
-            why: format!("character {c:?} is not printable ASCII"),
-        });
-    }
-    Cmdline::try_from(&s, CMDLINE_MAX_SIZE).map_err(|e| LoaderError::CmdlineInvalid {
-        cmdline: s.clone(),
-        why: e.to_string(),
-    })
-}
-
 /// The kernel as loaded: where to enter and with which protocol.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LoadedKernel {
@@ -361,7 +323,7 @@ pub struct LoadedKernel {
     pub entry: u64,
     pub pvh: bool,
     /// bzImage setup header, copied into the zero page.
-    setup_header: Option<linux_loader::loader::bootparam::setup_header>,
+    pub(crate) setup_header: Option<linux_loader::loader::bootparam::setup_header>,
 }
 
 /// Load the kernel image into guest memory.
@@ -415,119 +377,28 @@ pub fn load_initrd(
             have_mib: mem_size / MIB,
         });
     }
-    let mut f = File::open(&initrd.path).map_err(|source| LoaderError::InitrdUnreadable {
-        path: initrd.path.clone(),
-        source,
-    })?;
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut f, size as usize)
-        .map_err(LoaderError::InitrdWrite)?;
+    for (at, part) in part_offsets(&initrd.parts) {
+        let unreadable = |source| LoaderError::InitrdUnreadable {
+            path: part.path.clone(),
+            source,
+        };
+        let mut f = File::open(&part.path).map_err(unreadable)?;
+        let len = usize::try_from(part.size)
+            .map_err(|_| unreadable(io::Error::other("too big for this host")))?;
+        mem.read_exact_volatile_from(GuestAddress(addr + at), &mut f, len)
+            .map_err(LoaderError::InitrdWrite)?;
+    }
     Ok(LoadedInitrd { addr, size })
-}
-
-/// Write the command line and the boot information; return the entry point.
-pub fn write_boot_info(
-    mem: &GuestMemoryMmap,
-    kernel: &LoadedKernel,
-    initrd: Option<LoadedInitrd>,
-    cmdline: &Cmdline,
-    e820: &[E820Entry],
-) -> Result<EntryPoint, LoaderError> {
-    load_cmdline(mem, GuestAddress(CMDLINE_ADDR), cmdline)?;
-    let cmdline_len = cmdline
-        .as_cstring()
-        .map(|c| c.as_bytes().len())
-        .unwrap_or(0);
-    if kernel.pvh {
-        let mut info = hvm_start_info {
-            magic: XEN_HVM_START_MAGIC_VALUE,
-            version: 1,
-            cmdline_paddr: CMDLINE_ADDR,
-            memmap_paddr: PVH_MEMMAP_ADDR,
-            memmap_entries: e820.len() as u32,
-            ..Default::default()
-        };
-        let memmap: Vec<hvm_memmap_table_entry> = e820
-            .iter()
-            .map(|e| hvm_memmap_table_entry {
-                addr: e.addr,
-                size: e.size,
-                type_: e.kind as u32,
-                reserved: 0,
-            })
-            .collect();
-        let mut params = BootParams::new(&info, GuestAddress(PVH_INFO_ADDR));
-        if let Some(i) = initrd {
-            info.nr_modules = 1;
-            info.modlist_paddr = PVH_MODLIST_ADDR;
-            params = BootParams::new(&info, GuestAddress(PVH_INFO_ADDR));
-            let m = hvm_modlist_entry {
-                paddr: i.addr,
-                size: i.size,
-                ..Default::default()
-            };
-            params.set_modules(&[m], GuestAddress(PVH_MODLIST_ADDR));
-        }
-        params.set_sections(&memmap, GuestAddress(PVH_MEMMAP_ADDR));
-        PvhBootConfigurator::write_bootparams(&params, mem)?;
-        return Ok(EntryPoint {
-            kernel_entry: kernel.entry,
-            protocol: EntryProtocol::Pvh {
-                start_info: PVH_INFO_ADDR,
-            },
-        });
-    }
-
-    let mut bp = boot_params::default();
-    if let Some(h) = kernel.setup_header {
-        bp.hdr = h;
-    } else {
-        bp.hdr.boot_flag = 0xaa55;
-        bp.hdr.header = BZ_MAGIC;
-        bp.hdr.kernel_alignment = 0x0100_0000;
-    }
-    bp.hdr.type_of_loader = 0xff;
-    bp.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
-    bp.hdr.cmdline_size = cmdline_len as u32;
-    if let Some(i) = initrd {
-        bp.hdr.ramdisk_image = i.addr as u32;
-        bp.hdr.ramdisk_size = i.size as u32;
-    }
-    let mut table = [boot_e820_entry::default(); E820_MAX_ENTRIES_ZEROPAGE];
-    for (slot, e) in table.iter_mut().zip(e820) {
-        *slot = boot_e820_entry {
-            addr: e.addr,
-            size: e.size,
-            r#type: e.kind as u32,
-        };
-    }
-    bp.e820_table = table;
-    bp.e820_entries = e820.len().min(E820_MAX_ENTRIES_ZEROPAGE) as u8;
-    let params = BootParams::new(&bp, GuestAddress(ZERO_PAGE_ADDR));
-    LinuxBootConfigurator::write_bootparams(&params, mem)?;
-    Ok(EntryPoint {
-        kernel_entry: kernel.entry,
-        protocol: EntryProtocol::Linux64 {
-            zero_page: ZERO_PAGE_ADDR,
-        },
-    })
-}
-
-/// Read back the command line from guest memory (tests, debugging).
-pub fn read_cmdline(mem: &GuestMemoryMmap) -> Option<String> {
-    let mut buf = vec![0u8; CMDLINE_MAX_SIZE];
-    mem.read_slice(&mut buf, GuestAddress(CMDLINE_ADDR)).ok()?;
-    let end = buf.iter().position(|&b| b == 0)?;
-    String::from_utf8(buf[..end].to_vec()).ok()
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::memory::{create_guest_memory, e820_map};
+    use crate::memory::create_guest_memory;
     use std::io::Write;
     use vmm_sys_util::tempfile::TempFile;
 
-    fn file_with(bytes: &[u8]) -> TempFile {
+    pub(crate) fn file_with(bytes: &[u8]) -> TempFile {
         let t = TempFile::new().unwrap();
         t.as_file().write_all(bytes).unwrap();
         t
@@ -645,7 +516,10 @@ pub(crate) mod tests {
             "{msg}"
         );
         let i = InitrdInfo {
-            path: "x".into(),
+            parts: vec![InitrdPart {
+                path: "x".into(),
+                size: 4 * MIB,
+            }],
             size: 4 * MIB,
         };
         assert!(check_memory(&k, Some(&i), 32 * MIB).is_err());
@@ -684,105 +558,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn cmdline_defaults_and_append() {
-        let c = build_cmdline(CpuPolicy::Filtered, 25_000_000, Some(" rdinit=/bin/sh ")).unwrap();
-        let s = c.as_cstring().unwrap().into_string().unwrap();
-        assert!(s.starts_with("console=ttyS0 reboot=k panic=-1 tsc=reliable lpj=25000000 "));
-        assert!(s.contains(" 8250.nr_uarts=1 mitigations=off clearcpuid=xsave,smap,"));
-        assert!(s.ends_with(" rdinit=/bin/sh"), "{s}");
-        let h = build_cmdline(CpuPolicy::Host, 1, None).unwrap();
-        let s = h.as_cstring().unwrap().into_string().unwrap();
-        assert!(!s.contains("clearcpuid"));
-        // Init arguments after "--" stay at the end.
-        let c =
-            build_cmdline(CpuPolicy::Host, 1, Some("rdinit=/bin/sh -- -c \"echo hi\"")).unwrap();
-        let s = c.as_cstring().unwrap().into_string().unwrap();
-        assert!(s.ends_with("rdinit=/bin/sh -- -c \"echo hi\""), "{s}");
-    }
-
-    #[test]
-    fn cmdline_errors() {
-        let long = "x".repeat(CMDLINE_MAX_SIZE);
-        assert!(matches!(
-            build_cmdline(CpuPolicy::Filtered, 1, Some(&long)),
-            Err(LoaderError::CmdlineTooLong { .. })
-        ));
-        assert!(matches!(
-            build_cmdline(CpuPolicy::Filtered, 1, Some("a\nb")),
-            Err(LoaderError::CmdlineInvalid { .. })
-        ));
-    }
-
-    #[test]
-    fn lpj_from_tsc() {
-        assert_eq!(lpj_for(2_500_000), 25_000_000);
-        assert_eq!(lpj_for(0), 20_000_000);
-    }
-
-    #[test]
-    fn loads_a_pvh_elf_with_initrd() {
-        let mem_size = 64 * MIB;
-        let mem = create_guest_memory(mem_size).unwrap();
-        let t = file_with(&tiny_elf(
-            0x100_0000,
-            &[0xf4, 0x90],
-            0x1000,
-            Some(0x100_0001),
-        ));
-        let k = inspect_kernel(t.as_path()).unwrap();
-        let lk = load_kernel(&mem, &k).unwrap();
-        assert!(lk.pvh);
-        assert_eq!(lk.entry, 0x100_0001);
-        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x100_0000)).unwrap(), 0xf4);
-        let it = file_with(b"070701 initrd bytes");
-        let ii = inspect_initrd(it.as_path()).unwrap();
-        let li = load_initrd(&mem, &ii, &k, mem_size).unwrap();
-        assert_eq!(li.addr % 4096, 0);
-        assert!(li.addr + li.size <= mem_size);
-        let cmd = build_cmdline(CpuPolicy::Filtered, 1, None).unwrap();
-        let ep = write_boot_info(&mem, &lk, Some(li), &cmd, &e820_map(mem_size)).unwrap();
-        assert_eq!(
-            ep.protocol,
-            EntryProtocol::Pvh {
-                start_info: PVH_INFO_ADDR
-            }
-        );
-        let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_ADDR)).unwrap();
-        assert_eq!(info.magic, XEN_HVM_START_MAGIC_VALUE);
-        assert_eq!(info.nr_modules, 1);
-        assert_eq!(info.memmap_entries as usize, e820_map(mem_size).len());
-        let m: hvm_modlist_entry = mem.read_obj(GuestAddress(PVH_MODLIST_ADDR)).unwrap();
-        assert_eq!((m.paddr, m.size), (li.addr, li.size));
-        let e0: hvm_memmap_table_entry = mem.read_obj(GuestAddress(PVH_MEMMAP_ADDR)).unwrap();
-        assert_eq!((e0.addr, e0.type_), (0, 1));
-        assert!(read_cmdline(&mem).unwrap().starts_with("console=ttyS0"));
-    }
-
-    #[test]
-    fn loads_an_elf_without_pvh_through_the_64bit_protocol() {
-        let mem_size = 32 * MIB;
-        let mem = create_guest_memory(mem_size).unwrap();
-        let t = file_with(&tiny_elf(0x100_0000, &[0xf4], 0x1000, None));
-        let k = inspect_kernel(t.as_path()).unwrap();
-        let lk = load_kernel(&mem, &k).unwrap();
-        assert!(!lk.pvh);
-        assert_eq!(lk.entry, 0x100_0000);
-        let cmd = build_cmdline(CpuPolicy::Host, 1, None).unwrap();
-        let ep = write_boot_info(&mem, &lk, None, &cmd, &e820_map(mem_size)).unwrap();
-        assert_eq!(
-            ep.protocol,
-            EntryProtocol::Linux64 {
-                zero_page: ZERO_PAGE_ADDR
-            }
-        );
-        let bp: boot_params = mem.read_obj(GuestAddress(ZERO_PAGE_ADDR)).unwrap();
-        let hdr = bp.hdr;
-        assert_eq!({ hdr.boot_flag }, 0xaa55);
-        assert_eq!({ hdr.cmd_line_ptr }, CMDLINE_ADDR as u32);
-        assert_eq!({ bp.e820_entries } as usize, e820_map(mem_size).len());
-    }
-
-    #[test]
     fn initrd_that_does_not_fit_above_the_kernel() {
         let mem_size = 20 * MIB;
         let mem = create_guest_memory(mem_size).unwrap();
@@ -791,11 +566,32 @@ pub(crate) mod tests {
             format: KernelFormat::Elf,
             end: 18 * MIB,
         };
-        let it = file_with(&vec![0u8; 3 * MIB as usize]);
+        let it = file_with(&vec![0u8; 3 << 20]);
         let ii = inspect_initrd(it.as_path()).unwrap();
         assert!(matches!(
             load_initrd(&mem, &ii, &k, mem_size),
             Err(LoaderError::MemoryTooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn initrd_parts_load_back_to_back_on_4_byte_boundaries() {
+        let mem_size = 32 * MIB;
+        let mem = create_guest_memory(mem_size).unwrap();
+        let t = file_with(&tiny_elf(0x100_0000, &[0xf4], 0x1000, None));
+        let k = inspect_kernel(t.as_path()).unwrap();
+        let (a, b) = (file_with(b"first"), file_with(b"second part"));
+        let ii = inspect_initrd_parts(&[a.as_path(), b.as_path()]).unwrap();
+        assert_eq!(ii.parts.len(), 2);
+        assert_eq!(ii.size, 8 + 11, "5 bytes padded to 8, then 11");
+        let li = load_initrd(&mem, &ii, &k, mem_size).unwrap();
+        assert_eq!(li.size, ii.size);
+        let mut got = vec![0u8; 19];
+        mem.read_slice(&mut got, GuestAddress(li.addr)).unwrap();
+        assert_eq!(&got, b"first\0\0\0second part");
+        // One missing part fails the whole initrd, naming it.
+        let e =
+            inspect_initrd_parts(&[a.as_path(), Path::new("/nonexistent/extra.cpio")]).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/extra.cpio"), "{e}");
     }
 }

@@ -131,10 +131,13 @@ pub fn mem_bytes(mib: u64) -> Result<u64, MemoryError> {
 /// The guest RAM ranges for `mem` bytes: up to 3 GiB below the MMIO hole,
 /// the rest from 4 GiB.
 pub fn ram_ranges(mem: u64) -> Vec<(GuestAddress, usize)> {
+    // A size this host cannot address becomes usize::MAX, which the mmap
+    // then refuses with an error (`mem_bytes` keeps sizes far below that).
+    let len = |x: u64| usize::try_from(x).unwrap_or(usize::MAX);
     let low = mem.min(MMIO_HOLE_START);
-    let mut v = vec![(GuestAddress(0), low as usize)];
+    let mut v = vec![(GuestAddress(0), len(low))];
     if mem > MMIO_HOLE_START {
-        v.push((GuestAddress(FOUR_GIB), (mem - MMIO_HOLE_START) as usize));
+        v.push((GuestAddress(FOUR_GIB), len(mem - MMIO_HOLE_START)));
     }
     v
 }
@@ -187,12 +190,12 @@ pub fn create_guest_memory(mem: u64) -> Result<GuestMemoryMmap, MemoryError> {
         })?;
     if std::env::var_os("DMALAB_NO_THP").is_none() {
         for r in gm.iter() {
-            if let Ok(host) = r.get_host_address(vm_memory::MemoryRegionAddress(0)) {
+            let host = r.get_host_address(vm_memory::MemoryRegionAddress(0));
+            if let (Ok(host), Ok(len)) = (host, usize::try_from(r.len())) {
                 // SAFETY: `host` and `r.len()` describe a live anonymous
                 // mapping owned by `gm`; MADV_HUGEPAGE only changes how the
                 // kernel backs it, never its contents.
-                let ret =
-                    unsafe { libc::madvise(host.cast(), r.len() as usize, libc::MADV_HUGEPAGE) };
+                let ret = unsafe { libc::madvise(host.cast(), len, libc::MADV_HUGEPAGE) };
                 if ret != 0 {
                     log::debug!(
                         "madvise(MADV_HUGEPAGE) on guest RAM failed: {}",
@@ -271,8 +274,9 @@ mod tests {
     fn ram_above_4g_when_large() {
         let r = ram_ranges(5 * GIB);
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0], (GuestAddress(0), (3 * GIB) as usize));
-        assert_eq!(r[1], (GuestAddress(FOUR_GIB), (2 * GIB) as usize));
+        let size = |x: u64| usize::try_from(x).unwrap();
+        assert_eq!(r[0], (GuestAddress(0), size(3 * GIB)));
+        assert_eq!(r[1], (GuestAddress(FOUR_GIB), size(2 * GIB)));
         assert_eq!(ram_ranges(64 * MIB).len(), 1);
     }
 

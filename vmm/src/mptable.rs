@@ -40,6 +40,12 @@ const IRQ_FLAGS_CONFORM: u16 = 0;
 /// raises the IOAPIC pin to 1 while asserted, as SeaBIOS's tables also say).
 const IRQ_FLAGS_PCI: u16 = 0b01 | (0b11 << 2);
 
+/// The APIC addresses as the table stores them (both below 4 GiB).
+#[allow(clippy::cast_possible_truncation)] // 0xfee0_0000 fits
+const LAPIC_ADDR_32: u32 = LAPIC_ADDR as u32;
+#[allow(clippy::cast_possible_truncation)] // 0xfec0_0000 fits
+const IOAPIC_ADDR_32: u32 = IOAPIC_ADDR as u32;
+
 /// Errors building or writing the table.
 #[derive(Debug, Error)]
 pub enum MptableError {
@@ -128,7 +134,7 @@ pub fn build(addr: u64, ncpus: u8, pci_routes: &[PciIrqRoute]) -> Result<Vec<u8>
     entries.push(ioapic);
     entries.push(IOAPIC_VERSION);
     entries.push(1); // enabled
-    push_u32(&mut entries, IOAPIC_ADDR as u32);
+    push_u32(&mut entries, IOAPIC_ADDR_32);
     count += 1;
     // ISA IRQ n -> IOAPIC pin n (KVM's default GSI routing; the PIT is GSI 0).
     for irq in 0..16u8 {
@@ -181,7 +187,10 @@ pub fn build(addr: u64, ncpus: u8, pci_routes: &[PciIrqRoute]) -> Result<Vec<u8>
 
     let mut header = Vec::with_capacity(table_len);
     header.extend_from_slice(b"PCMP");
-    push_u16(&mut header, table_len as u16);
+    push_u16(
+        &mut header,
+        u16::try_from(table_len).map_err(|_| MptableError::TooLarge(table_len))?,
+    );
     header.push(4); // spec revision 1.4
     header.push(0); // checksum, below
     header.extend_from_slice(b"DMALAB  ");
@@ -189,7 +198,7 @@ pub fn build(addr: u64, ncpus: u8, pci_routes: &[PciIrqRoute]) -> Result<Vec<u8>
     push_u32(&mut header, 0); // OEM table
     push_u16(&mut header, 0);
     push_u16(&mut header, count);
-    push_u32(&mut header, LAPIC_ADDR as u32);
+    push_u32(&mut header, LAPIC_ADDR_32);
     push_u16(&mut header, 0); // extended table
     header.push(0);
     header.push(0);
@@ -199,7 +208,11 @@ pub fn build(addr: u64, ncpus: u8, pci_routes: &[PciIrqRoute]) -> Result<Vec<u8>
 
     let mut out = Vec::with_capacity(FLOATING_LEN + table_len);
     out.extend_from_slice(b"_MP_");
-    push_u32(&mut out, table_addr as u32);
+    // The table sits in the EBDA, below 640 KiB.
+    push_u32(
+        &mut out,
+        u32::try_from(table_addr).map_err(|_| MptableError::TooLarge(table_len))?,
+    );
     out.push(1); // length in 16-byte units
     out.push(4); // spec revision
     out.push(0); // checksum, below

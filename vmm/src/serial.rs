@@ -11,8 +11,8 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;
-use crate::exit::{StopReason, VmControl};
 use crate::logger;
+use crate::stop::{StopReason, VmControl};
 
 /// COM1 base port.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -163,11 +163,8 @@ impl Write for Stdout {
         // SAFETY: fd 1 stays open for the life of the process; the buffer is
         // valid for `buf.len()` bytes.
         let n = unsafe { libc::write(io::stdout().as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        // A negative count is an error, anything else a byte count.
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -199,10 +196,9 @@ impl<W: Write + Send> SerialDevice<W> {
 
 impl<W: Write + Send> BusDevice for SerialDevice<W> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let v = if offset < u64::from(COM1_LEN) {
-            self.serial.read(offset as u8)
-        } else {
-            0xff
+        let v = match u8::try_from(offset) {
+            Ok(off) if offset < u64::from(COM1_LEN) => self.serial.read(off),
+            _ => 0xff,
         };
         data.fill(0);
         if let Some(b) = data.first_mut() {
@@ -211,11 +207,14 @@ impl<W: Write + Send> BusDevice for SerialDevice<W> {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        let Ok(off) = u8::try_from(offset) else {
+            return;
+        };
         if offset >= u64::from(COM1_LEN) {
             return;
         }
         if let Some(&b) = data.first() {
-            if let Err(e) = self.serial.write(offset as u8, b) {
+            if let Err(e) = self.serial.write(off, b) {
                 log::debug!("serial write failed: {e}");
             }
         }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::exit::{StopReason, VmControl};
+use crate::stop::{StopReason, VmControl};
 
 fn stop_set() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset only write the local set.

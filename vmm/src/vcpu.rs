@@ -1,29 +1,29 @@
-//! One vCPU: its configuration (CPUID, registers, LAPIC) and its run loop,
-//! which dispatches port I/O and MMIO exits to the buses and turns every other
-//! exit into either a completed instruction or a stop reason.
-//!
-//! The exit dispatch is the hot path: a port or MMIO access costs the guest
-//! about 10 µs on PVM, and the VMM's share (decode, bus lookup, device) stays
-//! in the tens of nanoseconds (see benches in tests/bus_dispatch.rs).
+//! One vCPU: its configuration (CPUID, registers, LAPIC) and its run loop.
+//! What an exit means is decided by [`crate::kvm_exit::handle_kvm_exit`];
+//! this file does what needs the vCPU itself: the port I/O data in
+//! `kvm_run`, internal errors (completing `int3`/`ud2`, fault reports) and
+//! the halted-for-good probe.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use kvm_bindings::{
     kvm_fpu, kvm_msr_entry, kvm_regs, kvm_run, CpuId, Msrs, KVM_EXIT_IO_IN,
     KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
-    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN,
+    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED,
 };
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
 use crate::boot::{entry_regs, entry_sregs, EntryPoint};
 use crate::bus::Bus;
 use crate::cpuid::{apply_policy, CpuPolicy};
-use crate::exit::{StopReason, VmControl};
 use crate::fault::{self, Completion};
+pub use crate::kvm_exit::ExitStats;
+use crate::kvm_exit::{
+    dispatch_port_io, handle_kvm_exit, ExitAction, ExitContext, UnhandledAccesses,
+};
+use crate::stop::{StopReason, VmControl};
 
 /// Errors configuring a vCPU.
 #[derive(Debug, Error)]
@@ -37,18 +37,6 @@ pub enum VcpuError {
     },
 }
 
-/// Exit counters, reported at the end of a run (`--log-level debug`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExitStats {
-    pub pio: u64,
-    pub mmio: u64,
-    pub int3_completed: u64,
-    /// ud0/ud1/ud2 completed by injecting #UD (kernel BUG/WARN).
-    pub ud_completed: u64,
-    pub interrupted: u64,
-    pub other: u64,
-}
-
 /// A vCPU and what it needs to run.
 pub struct Vcpu {
     fd: VcpuFd,
@@ -60,7 +48,7 @@ pub struct Vcpu {
     mem: GuestMemoryMmap,
     policy: CpuPolicy,
     stats: ExitStats,
-    unhandled_reported: HashSet<(bool, u64)>,
+    unhandled: UnhandledAccesses,
     halt_probe: bool,
 }
 
@@ -101,7 +89,7 @@ impl Vcpu {
             mem,
             policy,
             stats: ExitStats::default(),
-            unhandled_reported: HashSet::new(),
+            unhandled: UnhandledAccesses::default(),
             halt_probe: false,
         })
     }
@@ -184,11 +172,11 @@ impl Vcpu {
         let set_mode = |regs: &mut [libc::c_char], off: usize, mode: u32| {
             let mut b = [0u8; 4];
             for (i, x) in b.iter_mut().enumerate() {
-                *x = regs[off + i] as u8;
+                *x = u8::from_ne_bytes(regs[off + i].to_ne_bytes());
             }
             let v = (u32::from_le_bytes(b) & !0x700) | (mode << 8);
             for (i, x) in v.to_le_bytes().iter().enumerate() {
-                regs[off + i] = *x as libc::c_char;
+                regs[off + i] = libc::c_char::from_ne_bytes([*x]);
             }
         };
         set_mode(&mut lapic.regs, APIC_LVT0, APIC_MODE_EXTINT);
@@ -217,110 +205,39 @@ impl Vcpu {
     /// the run.
     #[inline]
     pub fn run_once(&mut self) -> Option<StopReason> {
-        enum Deferred {
-            None,
-            Pio,
-            Internal,
-        }
-        let deferred = match self.fd.run() {
-            Ok(exit) => match exit {
-                VcpuExit::MmioRead(addr, data) => {
-                    self.stats.mmio += 1;
-                    if !self.mmio.read(addr, data) {
-                        data.fill(0xff);
-                        Self::report_unhandled(
-                            &mut self.unhandled_reported,
-                            false,
-                            addr,
-                            data.len(),
-                            "read",
-                        );
-                    }
-                    Deferred::None
-                }
-                VcpuExit::MmioWrite(addr, data) => {
-                    self.stats.mmio += 1;
-                    if !self.mmio.write(addr, data) {
-                        Self::report_unhandled(
-                            &mut self.unhandled_reported,
-                            false,
-                            addr,
-                            data.len(),
-                            "write",
-                        );
-                    }
-                    Deferred::None
-                }
-                VcpuExit::IoIn(..) | VcpuExit::IoOut(..) => Deferred::Pio,
-                VcpuExit::InternalError => Deferred::Internal,
-                VcpuExit::Hlt => return Some(StopReason::Halted),
-                VcpuExit::Shutdown => return Some(StopReason::TripleFault),
-                VcpuExit::SystemEvent(kind, _) => match kind {
-                    KVM_SYSTEM_EVENT_SHUTDOWN => return Some(StopReason::Halted),
-                    KVM_SYSTEM_EVENT_RESET => return Some(StopReason::Reset),
-                    KVM_SYSTEM_EVENT_CRASH => return Some(StopReason::Panic),
-                    k => return Some(StopReason::Fault(format!("KVM system event {k}"))),
-                },
-                VcpuExit::FailEntry(reason, cpu) => {
-                    return Some(StopReason::Fault(format!(
-                    "KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {reason:#x} on cpu {cpu}"
-                )))
-                }
-                VcpuExit::Intr | VcpuExit::IrqWindowOpen => {
-                    self.stats.interrupted += 1;
-                    Deferred::None
-                }
-                other => {
-                    self.stats.other += 1;
-                    return Some(StopReason::Fault(format!("unexpected KVM exit {other:?}")));
-                }
-            },
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                self.stats.interrupted += 1;
-                if self.halt_probe && self.halted_for_good() {
-                    return Some(StopReason::Halted);
-                }
-                Deferred::None
-            }
-            Err(e) => return Some(StopReason::VmmError(format!("KVM_RUN failed: {e}"))),
+        let mut ctx = ExitContext {
+            pio: &self.pio,
+            mmio: &self.mmio,
+            stats: &mut self.stats,
+            unhandled: &mut self.unhandled,
         };
-        match deferred {
-            Deferred::None => None,
-            Deferred::Pio => {
-                self.stats.pio += 1;
+        match handle_kvm_exit(&mut ctx, self.fd.run()) {
+            ExitAction::Resume => None,
+            ExitAction::Stop(reason) => Some(reason),
+            ExitAction::PortIo => {
                 self.handle_pio();
                 None
             }
-            Deferred::Internal => self.handle_internal_error().err(),
-        }
-    }
-
-    #[cold]
-    fn report_unhandled(
-        seen: &mut HashSet<(bool, u64)>,
-        pio: bool,
-        addr: u64,
-        len: usize,
-        dir: &str,
-    ) {
-        if seen.len() < 4096 && seen.insert((pio, addr)) {
-            log::debug!(
-                "unhandled {} {dir} of {len} bytes at {addr:#x} (reported once)",
-                if pio { "port" } else { "MMIO" }
-            );
+            ExitAction::InternalError => self.handle_internal_error().err(),
+            ExitAction::Interrupted => {
+                (self.halt_probe && self.halted_for_good()).then_some(StopReason::Halted)
+            }
         }
     }
 
     /// Port I/O, including string I/O (`count` > 1), read from kvm_run.
     fn handle_pio(&mut self) {
         let run: &mut kvm_run = self.fd.get_kvm_run();
-        // SAFETY: the last exit was KVM_EXIT_IO (checked by the caller), so
+        // SAFETY: the last exit was KVM_EXIT_IO (handle_kvm_exit said so), so
         // `io` is the active member of the union.
         let io = unsafe { run.__bindgen_anon_1.io };
         let base = (run as *mut kvm_run).cast::<u8>();
         let size = usize::from(io.size);
-        let total = size.saturating_mul(io.count as usize);
-        let offset = io.data_offset as usize;
+        let (Ok(count), Ok(offset)) = (usize::try_from(io.count), usize::try_from(io.data_offset))
+        else {
+            return;
+        };
+        let total = size.saturating_mul(count);
         if size == 0
             || offset
                 .checked_add(total)
@@ -333,21 +250,14 @@ impl Vcpu {
         // and lives as long as `self.fd`; nothing else references it while
         // this vCPU thread handles the exit.
         let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), total) };
-        let port = u64::from(io.port);
-        if u32::from(io.direction) == KVM_EXIT_IO_IN {
-            for chunk in data.chunks_exact_mut(size) {
-                if !self.pio.read(port, chunk) {
-                    chunk.fill(0xff);
-                    Self::report_unhandled(&mut self.unhandled_reported, true, port, size, "read");
-                }
-            }
-        } else {
-            for chunk in data.chunks_exact(size) {
-                if !self.pio.write(port, chunk) {
-                    Self::report_unhandled(&mut self.unhandled_reported, true, port, size, "write");
-                }
-            }
-        }
+        let mut ctx = ExitContext {
+            pio: &self.pio,
+            mmio: &self.mmio,
+            stats: &mut self.stats,
+            unhandled: &mut self.unhandled,
+        };
+        let is_in = u32::from(io.direction) == KVM_EXIT_IO_IN;
+        dispatch_port_io(&mut ctx, io.port, size, is_in, data);
     }
 
     /// KVM_EXIT_INTERNAL_ERROR: complete `int3`, else report and stop.

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress};
 use vmm::bus::{Bus, BusDevice};
 use vmm::cpuid::{hidden_features_in, CpuPolicy, Reg, HIDDEN};
-use vmm::exit::{StopReason, VmControl};
 use vmm::memory::{create_guest_memory, MIB};
+use vmm::stop::{StopReason, VmControl};
 use vmm::vcpu::Vcpu;
 use vmm::vm::{open_kvm, register_memory};
 

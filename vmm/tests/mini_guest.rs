@@ -200,7 +200,7 @@ fn bzimage_enters_at_the_64bit_entry_with_a_zero_page() {
     a.bytes(&[0x75, 0x00]); // jne bad (patched below)
     a.print("zero page ok\n").reset().hang();
     let bad = a.code.len();
-    a.code[jne_at + 1] = (bad - (jne_at + 2)) as u8;
+    a.code[jne_at + 1] = common::rel8(bad, jne_at + 2);
     a.print("bad zero page\n").exit(1).hang();
     let r = run_elf(&tiny_bzimage(&a.code), &[]);
     assert_eq!(r.code, 0, "{}", r.dump());
@@ -222,8 +222,8 @@ fn port_exit_round_trip_cost() {
         .bytes(&N.to_le_bytes()); // mov ecx, N
     let top = a.code.len();
     a.out_dx_al().bytes(&[0x49]); // dec ecx
-    let back = (top as i64 - (a.code.len() as i64 + 2)) as i8;
-    a.bytes(&[0x75, back as u8]); // jnz top
+    let back = common::rel8(top, a.code.len() + 2);
+    a.bytes(&[0x75, back]); // jnz top
     a.timer(2).exit(0);
     let r = run_mini(&a.code, &[]);
     assert_eq!(r.code, 0, "{}", r.dump());
@@ -280,8 +280,8 @@ fn stdin_reaches_the_guest_uart() {
         let top = a.code.len();
         a.bytes(&[0xec]) // in al, dx
             .bytes(&[0xa8, 0x01]); // test al, 1
-        let back = (top as i64 - (a.code.len() as i64 + 2)) as i8;
-        a.bytes(&[0x74, back as u8]) // jz top
+        let back = common::rel8(top, a.code.len() + 2);
+        a.bytes(&[0x74, back]) // jz top
             .mov_dx(0x3f8)
             .bytes(&[0xec]) // in al, dx
             .bytes(&[0x88, 0xc3]) // mov bl, al

@@ -64,7 +64,7 @@ pub(super) fn mmio_part(ctx: &mut Ctx) {
         &[("DMALAB_BENCH_MMIO_ITERS", iters.to_string())],
         &ctx.out.join("logs/cargo-bench-mmio.log"),
     );
-    let how_host = "criterion (ci/benches/mmio.rs), host side only, built as vmm::vm::run builds it: vmm::bus::Bus lookup -> PciMmioWindow (PCI root lock, BAR route scan) -> dma24 lock and register decode, and back";
+    let how_host = "criterion (ci/benches/mmio.rs), host side only, built as vmm::device_manager::PciDevices builds it: vmm::bus::Bus lookup + the window's bus-entry lock -> PciMmioWindow BAR map scan -> dma24 state lock and register decode, and back";
     let est = read_criterion(&home, &["mmio_dispatch"]);
     let rows = &mut ctx.report.rows;
     let host = [

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::{DmaEvent, DmaLine, Hex, TraceFooter, TraceHeader, HASH_NAME, TRACE_VERSION};
-use crate::options::Dma24Config;
 use crate::regs;
+use crate::Dma24Config;
 
 /// Records the queue holds before it drops (about 150 bytes each once
 /// formatted; the queue holds events, about 80 bytes each).

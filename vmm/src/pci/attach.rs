@@ -2,10 +2,11 @@
 //! trace, wires the interrupts and claims the slot and IOAPIC pin.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use device_model::{Dma24, Dma24Config, OptionsError, PciDevice, TraceError, TraceSink};
+use device_model::{Dma24, Dma24Config, OptionsError, TraceError, TraceSink};
 use kvm_ioctls::VmFd;
+use pci::PciDevice;
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
@@ -57,7 +58,7 @@ pub fn open_trace(path: &Path, config: &Dma24Config) -> Result<TraceSink, Attach
 
 /// A device on the bus.
 pub struct Dma24Attachment {
-    pub device: Arc<Mutex<Dma24<GuestMemoryMmap>>>,
+    pub device: Arc<Dma24<GuestMemoryMmap>>,
     pub route: PciIrqRoute,
 }
 
@@ -77,13 +78,8 @@ pub fn attach_dma24(
     };
     let (irq, resample) = KvmInterrupts::new(vm, u32::from(route.ioapic_pin))?;
     let irq = Arc::new(irq);
-    let device = Arc::new(Mutex::new(Dma24::new(
-        config,
-        mem.clone(),
-        irq.clone(),
-        trace,
-    )?));
-    let shared: Arc<Mutex<dyn PciDevice>> = device.clone();
+    let device = Arc::new(Dma24::new(config, mem.clone(), irq.clone(), trace)?);
+    let shared: Arc<dyn PciDevice> = device.clone();
     irq.start_resampler(resample, shared.clone())?;
     root.add_device(DMA24_SLOT, shared, route.ioapic_pin)?;
     Ok(Dma24Attachment { device, route })

@@ -8,11 +8,11 @@
 //! - MSI is KVM_SIGNAL_MSI with the address/data the guest programmed into
 //!   the capability (the device model passes them on each interrupt).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use device_model::{InterruptSink, PciDevice};
 use kvm_bindings::kvm_msi;
 use kvm_ioctls::VmFd;
+use pci::{InterruptSink, PciDevice};
 use thiserror::Error;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -37,9 +37,11 @@ impl MsiSignaller {
     }
 
     pub fn signal(&self, address: u64, data: u32) {
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = address.to_le_bytes();
+        let (lo, hi) = ([a0, a1, a2, a3], [a4, a5, a6, a7]);
         let msi = kvm_msi {
-            address_lo: address as u32,
-            address_hi: (address >> 32) as u32,
+            address_lo: u32::from_le_bytes(lo),
+            address_hi: u32::from_le_bytes(hi),
             data,
             ..Default::default()
         };
@@ -79,18 +81,14 @@ impl KvmInterrupts {
     pub fn start_resampler(
         &self,
         resample: EventFd,
-        dev: Arc<Mutex<dyn PciDevice>>,
+        dev: Arc<dyn PciDevice>,
     ) -> Result<(), IrqError> {
         let intx = self.intx.try_clone().map_err(IrqError::EventFd)?;
         std::thread::Builder::new()
             .name("intx-resample".into())
             .spawn(move || {
                 while resample.read().is_ok() {
-                    let asserted = dev
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .intx_asserted();
-                    if asserted {
+                    if dev.intx_asserted() {
                         let _ = intx.write(1);
                     }
                 }

@@ -29,7 +29,7 @@ impl Asm {
     }
     /// Address of the next instruction.
     pub fn here(&self) -> u32 {
-        GUEST_BASE + self.code.len() as u32
+        GUEST_BASE + u32::try_from(self.code.len()).expect("mini guest code is tiny")
     }
     pub fn mov_dx(&mut self, v: u16) -> &mut Self {
         let b = v.to_le_bytes();
@@ -336,4 +336,11 @@ pub fn run_elf(elf: &[u8], extra: &[&str]) -> Run {
     ];
     args.extend_from_slice(extra);
     dmalab(&args)
+}
+
+/// The rel8 byte of a short jump to `target` whose next instruction is at
+/// `next` (both offsets in the code).
+pub fn rel8(target: usize, next: usize) -> u8 {
+    let d = i64::try_from(target).unwrap() - i64::try_from(next).unwrap();
+    i8::try_from(d).expect("short jump in range").to_le_bytes()[0]
 }

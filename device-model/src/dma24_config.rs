@@ -1,4 +1,6 @@
-//! Device configuration and the command-line spec that sets it.
+//! [`Dma24Config`]: what is fixed when a dma24 device is built (DMA mask,
+//! overflow mode, device-memory size, PCI address), and the command-line
+//! spec that sets it.
 //!
 //! The VMM's `--device dma24[,mask-bits=N][,overflow=reject|truncate][,mem=KIB]`
 //! hands the part after `dma24,` to [`Dma24Config::parse`] (a leading `dma24`

@@ -191,8 +191,8 @@ mod tests {
             ExitCode::GuestFailure,
             ExitCode::Timeout,
         ];
-        for (i, c) in all.iter().enumerate() {
-            assert_eq!(c.code(), i as i32);
+        for (i, c) in (0..).zip(all.iter()) {
+            assert_eq!(c.code(), i);
         }
     }
 

@@ -1,0 +1,267 @@
+//! Building a VM from a [`VmConfig`] ([`VmBuilder::build`]) and running it
+//! to its end ([`Vm::run`]). Shared by `dmalab run` and any other front end
+//! (a `dmalab serve` later): they differ in how they fill the config, not in
+//! how a VM is put together.
+//!
+//! Order matters: every input the user can get wrong (memory size, command
+//! line, kernel, initrd, trace path) is checked before KVM is opened, so the
+//! error is a usage error (exit 2) even on a host without KVM.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, SubscriberOps};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::GuestMemoryMmap;
+
+use crate::boot::write_entry_structures;
+use crate::boot_info::write_boot_info;
+use crate::bus::Bus;
+use crate::cmdline::{self, lpj_for, CmdlineSpec};
+use crate::device_manager::{LegacyDevices, PciDevices};
+use crate::eventloop::VmmLoop;
+use crate::loader::{self, InitrdInfo, KernelInfo};
+use crate::logger;
+use crate::memory;
+use crate::mptable;
+use crate::pci;
+use crate::stop::{ExitCode, StopReason, VmControl};
+use crate::vcpu::Vcpu;
+use crate::vcpu_threads::VcpuThreads;
+use crate::vm::{create_vm, host_is_pvm, open_kvm, register_memory, VmConfig, VmError};
+
+/// How often the vCPUs are kicked to check for a halted guest.
+const HALT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Builds a [`Vm`].
+#[derive(Clone, Debug)]
+pub struct VmBuilder {
+    cfg: VmConfig,
+}
+
+/// What the user gave, checked.
+struct Inputs {
+    mem_size: u64,
+    cmdline: CmdlineSpec,
+    kernel: KernelInfo,
+    initrd: Option<InitrdInfo>,
+}
+
+/// A VM ready to run: memory loaded, devices wired, vCPUs configured.
+pub struct Vm {
+    cfg: VmConfig,
+    control: Arc<VmControl>,
+    vcpus: Vec<Vcpu>,
+    legacy: LegacyDevices,
+    pci: PciDevices,
+    mem: GuestMemoryMmap,
+    // Kept open until the VM is done (the vCPU fds refer to them).
+    _vm: Arc<VmFd>,
+    _kvm: Kvm,
+}
+
+impl VmBuilder {
+    pub fn new(cfg: VmConfig) -> Self {
+        VmBuilder { cfg }
+    }
+
+    /// Checks the inputs without touching KVM.
+    fn check_inputs(&self) -> Result<Inputs, VmError> {
+        let cfg = &self.cfg;
+        let mem_size = memory::mem_bytes(cfg.mem_mib)?;
+        let cmdline = CmdlineSpec::new(cfg.cpu, cfg.cmdline.as_deref())?;
+        let kernel = loader::inspect_kernel(&cfg.kernel)?;
+        let parts: Vec<_> = cfg.initrd.iter().chain(&cfg.initrd_extra).collect();
+        let initrd = match parts.is_empty() {
+            true => None,
+            false => Some(loader::inspect_initrd_parts(&parts)?),
+        };
+        loader::check_memory(&kernel, initrd.as_ref(), mem_size)?;
+        Ok(Inputs {
+            mem_size,
+            cmdline,
+            kernel,
+            initrd,
+        })
+    }
+
+    /// Checks the inputs, opens KVM, creates the VM (in-kernel IOAPIC, PIC,
+    /// LAPIC and PIT) and guest RAM, loads kernel and initrd, wires the
+    /// devices, creates the vCPUs and writes the boot tables.
+    pub fn build(self) -> Result<Vm, VmError> {
+        let t0 = Instant::now();
+        let cfg = self.cfg.clone();
+        let inputs = self.check_inputs()?;
+        // The trace file too: an unwritable path is the user's to fix. Its
+        // clock (t_ns in every record) starts here, at VM creation.
+        let trace = match (&cfg.device, &cfg.trace) {
+            (Some(dev), Some(path)) => Some(pci::open_trace(path, dev)?),
+            _ => None,
+        };
+
+        let kvm = open_kvm()?;
+        log::info!(
+            "host KVM: {} ({} MiB guest RAM, {} vCPU{}, --cpu {:?})",
+            if host_is_pvm() {
+                "PVM (emulated CPL0)"
+            } else {
+                "hardware"
+            },
+            cfg.mem_mib,
+            cfg.vcpus,
+            if cfg.vcpus == 1 { "" } else { "s" },
+            cfg.cpu
+        );
+        // Shared: the device's MSIs are sent on it from the DMA worker thread.
+        let vm = Arc::new(create_vm(&kvm)?);
+        let mem = memory::create_guest_memory(inputs.mem_size)?;
+        register_memory(&vm, &mem)?;
+
+        let kernel = loader::load_kernel(&mem, &inputs.kernel)?;
+        let initrd = inputs
+            .initrd
+            .as_ref()
+            .map(|i| loader::load_initrd(&mem, i, &inputs.kernel, inputs.mem_size))
+            .transpose()?;
+        log::info!(
+            "kernel {} ({:?}, entry {:#x} via {}){}",
+            inputs.kernel.path.display(),
+            kernel.format,
+            kernel.entry,
+            if kernel.pvh {
+                "PVH"
+            } else {
+                "the 64-bit boot protocol"
+            },
+            match initrd {
+                Some(i) => format!(", initrd {} KiB at {:#x}", i.size / 1024, i.addr),
+                None => String::new(),
+            }
+        );
+
+        let control = Arc::new(VmControl::new().map_err(|source| VmError::Io {
+            what: "cannot create an eventfd",
+            source,
+        })?);
+        crate::signals::forward_stop_signals(control.clone());
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+        let legacy = LegacyDevices::attach(&vm, &control, cfg.boot_marker.clone(), &mut pio)?;
+        let pci = PciDevices::attach(&vm, &mem, cfg.device.clone(), trace, &mut pio, &mut mmio)?;
+        let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
+
+        // vCPUs, then what depends on them (lpj from the TSC rate).
+        let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
+        for id in 0..cfg.vcpus {
+            let v = Vcpu::new(
+                &kvm,
+                &vm,
+                id,
+                pio.clone(),
+                mmio.clone(),
+                control.clone(),
+                mem.clone(),
+                cfg.cpu,
+            )?;
+            v.configure_cpuid(&kvm, cfg.vcpus)?;
+            vcpus.push(v);
+        }
+        let tsc_khz = vcpus.first().map_or(0, Vcpu::tsc_khz);
+        let cmdline = inputs.cmdline.build(lpj_for(tsc_khz))?;
+        log::info!("guest command line: {}", cmdline::to_string_lossy(&cmdline));
+        let e820 = memory::e820_map(inputs.mem_size);
+        let entry = write_boot_info(&mem, &kernel, initrd, &cmdline, &e820)?;
+        write_entry_structures(&mem, &entry)?;
+        mptable::write(&mem, cfg.vcpus, &pci.irq_routes)?;
+        for v in &vcpus {
+            v.configure_boot(&entry)?;
+        }
+        log::info!(
+            "VM ready in {:.1} ms ({:.1} ms after VMM start)",
+            t0.elapsed().as_secs_f64() * 1000.0,
+            logger::ms_since_start()
+        );
+        Ok(Vm {
+            cfg,
+            control,
+            vcpus,
+            legacy,
+            pci,
+            mem,
+            _vm: vm,
+            _kvm: kvm,
+        })
+    }
+}
+
+impl Vm {
+    /// Starts the vCPUs and runs the event loop until the guest stops;
+    /// returns the exit code for how it ended. Everything is torn down on
+    /// every path: vCPUs stopped, device DMA finished, trace closed.
+    pub fn run(self) -> Result<ExitCode, VmError> {
+        let Vm {
+            cfg,
+            control,
+            vcpus,
+            legacy,
+            pci,
+            mem,
+            _vm,
+            _kvm,
+        } = self;
+        let threads = VcpuThreads::start(vcpus).map_err(VmError::Thread)?;
+        let result = event_loop(&cfg, &control, legacy, &threads);
+        if !control.should_stop() {
+            // The loop failed: stop the guest anyway.
+            control.request_stop(StopReason::VmmError("event loop failed".into()));
+        }
+        threads.stop();
+        result?;
+        let reason = control.reason();
+        let code = control.exit_code();
+        log::info!(
+            "guest stopped after {:.1} ms: {} -> exit code {}",
+            logger::ms_since_start(),
+            reason.map_or_else(|| "no reason".to_string(), |r| r.to_string()),
+            code.code()
+        );
+        // Keep guest memory alive until the vCPUs are gone (register_memory's SAFETY).
+        drop(mem);
+        // The device's worker stops with the device; the trace sink (held by
+        // the device) then writes its footer and closes the file.
+        pci.close();
+        Ok(code)
+    }
+}
+
+fn event_loop(
+    cfg: &VmConfig,
+    control: &Arc<VmControl>,
+    legacy: LegacyDevices,
+    vcpus: &VcpuThreads,
+) -> Result<(), VmError> {
+    let mut em: EventManager<Arc<Mutex<VmmLoop>>> =
+        EventManager::new().map_err(VmError::EventLoop)?;
+    let lp = VmmLoop::new(
+        control.clone(),
+        legacy.console,
+        legacy.rx_ready,
+        cfg.stdin,
+        cfg.timeout,
+    )
+    .map_err(|source| VmError::Io {
+        what: "cannot set up the event loop",
+        source,
+    })?;
+    em.add_subscriber(Arc::new(Mutex::new(lp)));
+    let mut next_probe = Instant::now() + HALT_PROBE_INTERVAL;
+    while !control.should_stop() {
+        em.run_with_timeout(200).map_err(VmError::EventLoop)?;
+        if Instant::now() >= next_probe {
+            // Let the vCPUs look whether the guest halted for good.
+            vcpus.kick();
+            next_probe = Instant::now() + HALT_PROBE_INTERVAL;
+        }
+    }
+    Ok(())
+}

@@ -199,18 +199,9 @@ impl Vm {
     /// returns the exit code for how it ended. Everything is torn down on
     /// every path: vCPUs stopped, device DMA finished, trace closed.
     pub fn run(self) -> Result<ExitCode, VmError> {
-        let Vm {
-            cfg,
-            control,
-            vcpus,
-            legacy,
-            pci,
-            mem,
-            _vm,
-            _kvm,
-        } = self;
-        let threads = VcpuThreads::start(vcpus).map_err(VmError::Thread)?;
-        let result = event_loop(&cfg, &control, legacy, &threads);
+        let control = self.control;
+        let threads = VcpuThreads::start(self.vcpus).map_err(VmError::Thread)?;
+        let result = event_loop(&self.cfg, &control, self.legacy, &threads);
         if !control.should_stop() {
             // The loop failed: stop the guest anyway.
             control.request_stop(StopReason::VmmError("event loop failed".into()));
@@ -226,10 +217,10 @@ impl Vm {
             code.code()
         );
         // Keep guest memory alive until the vCPUs are gone (register_memory's SAFETY).
-        drop(mem);
+        drop(self.mem);
         // The device's worker stops with the device; the trace sink (held by
         // the device) then writes its footer and closes the file.
-        pci.close();
+        self.pci.close();
         Ok(code)
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! A [`Bus`] is built once before the vCPUs start and never changes after
 //! (devices whose decode moves at run time, such as PCI BARs, sit behind one
-//! fixed window owned by the PCI root, which routes inside it). Lookup is a
-//! binary search over a sorted vector plus one uncontended mutex: a few tens
-//! of nanoseconds, far below the ~10 µs an exit costs on PVM.
+//! fixed window whose BAR map the PCI root keeps up to date). Lookup is a
+//! binary search over a sorted vector plus the entry's mutex (uncontended
+//! unless two vCPUs hit the same device): a few tens of nanoseconds, far
+//! below the ~10 µs an exit costs on PVM.
 
 use std::sync::{Arc, Mutex};
 

@@ -7,6 +7,7 @@
 //! on PVM, the VMM's share (match, bus lookup, device) tens of nanoseconds.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::VcpuExit;
@@ -71,18 +72,30 @@ impl UnhandledAccesses {
     }
 }
 
-/// What [`handle_kvm_exit`] works on: the buses and the vCPU's counters.
-pub struct ExitContext<'a> {
-    pub pio: &'a Bus,
-    pub mmio: &'a Bus,
-    pub stats: &'a mut ExitStats,
-    pub unhandled: &'a mut UnhandledAccesses,
+/// What [`handle_kvm_exit`] works on: the buses and the vCPU's counters
+/// (one per vCPU, next to its fd).
+pub struct ExitContext {
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub stats: ExitStats,
+    pub unhandled: UnhandledAccesses,
+}
+
+impl ExitContext {
+    pub fn new(pio: Arc<Bus>, mmio: Arc<Bus>) -> Self {
+        ExitContext {
+            pio,
+            mmio,
+            stats: ExitStats::default(),
+            unhandled: UnhandledAccesses::default(),
+        }
+    }
 }
 
 /// Handles the result of one KVM_RUN.
 #[inline]
 pub fn handle_kvm_exit(
-    ctx: &mut ExitContext<'_>,
+    ctx: &mut ExitContext,
     exit: Result<VcpuExit<'_>, kvm_ioctls::Error>,
 ) -> ExitAction {
     let exit = match exit {
@@ -139,7 +152,7 @@ pub fn handle_kvm_exit(
 /// One port I/O exit: `data` holds `data.len() / size` accesses of `size`
 /// bytes at `port` (string I/O), read from or written to the port bus.
 pub fn dispatch_port_io(
-    ctx: &mut ExitContext<'_>,
+    ctx: &mut ExitContext,
     port: u16,
     size: usize,
     is_in: bool,

@@ -21,10 +21,7 @@ impl BusDevice for Probe {
 }
 
 struct Rig {
-    pio: Bus,
-    mmio: Bus,
-    stats: ExitStats,
-    unhandled: UnhandledAccesses,
+    ctx: ExitContext,
     probe: Arc<Mutex<Probe>>,
 }
 
@@ -36,33 +33,18 @@ fn rig() -> Rig {
     let mut mmio = Bus::new();
     mmio.insert(probe.clone(), 0x1000, 0x1000).unwrap();
     Rig {
-        pio,
-        mmio,
-        stats: ExitStats::default(),
-        unhandled: UnhandledAccesses::default(),
+        ctx: ExitContext::new(Arc::new(pio), Arc::new(mmio)),
         probe,
     }
 }
 
 impl Rig {
     fn handle(&mut self, exit: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> ExitAction {
-        let mut ctx = ExitContext {
-            pio: &self.pio,
-            mmio: &self.mmio,
-            stats: &mut self.stats,
-            unhandled: &mut self.unhandled,
-        };
-        handle_kvm_exit(&mut ctx, exit)
+        handle_kvm_exit(&mut self.ctx, exit)
     }
 
     fn port_io(&mut self, port: u16, size: usize, is_in: bool, data: &mut [u8]) {
-        let mut ctx = ExitContext {
-            pio: &self.pio,
-            mmio: &self.mmio,
-            stats: &mut self.stats,
-            unhandled: &mut self.unhandled,
-        };
-        dispatch_port_io(&mut ctx, port, size, is_in, data);
+        dispatch_port_io(&mut self.ctx, port, size, is_in, data);
     }
 }
 
@@ -80,8 +62,8 @@ fn mmio_reads_and_writes_reach_the_device() {
         ExitAction::Resume
     );
     assert_eq!(r.probe.lock().unwrap().writes, vec![(0x20, vec![7, 8])]);
-    assert_eq!(r.stats.mmio, 2);
-    assert!(r.unhandled.is_empty());
+    assert_eq!(r.ctx.stats.mmio, 2);
+    assert!(r.ctx.unhandled.is_empty());
 }
 
 #[test]
@@ -99,8 +81,8 @@ fn unclaimed_mmio_reads_all_ones_and_is_reported_once() {
     r.handle(Ok(VcpuExit::MmioRead(0x1ffe, &mut d)));
     assert_eq!(d, [0xff; 4]);
     r.handle(Ok(VcpuExit::MmioWrite(0x6000, &[1])));
-    assert_eq!(r.unhandled.len(), 3);
-    assert_eq!(r.stats.mmio, 5);
+    assert_eq!(r.ctx.unhandled.len(), 3);
+    assert_eq!(r.ctx.stats.mmio, 5);
 }
 
 #[test]
@@ -115,7 +97,7 @@ fn port_io_is_handed_back_then_dispatched_per_element() {
         r.handle(Ok(VcpuExit::IoOut(0x100, &[1]))),
         ExitAction::PortIo
     );
-    assert_eq!(r.stats.pio, 2);
+    assert_eq!(r.ctx.stats.pio, 2);
     // `insb` with count 3: three 1-byte reads of the same port.
     r.port_io(0x104, 1, true, &mut d);
     assert_eq!(d, [5, 5, 5]);
@@ -131,7 +113,7 @@ fn port_io_is_handed_back_then_dispatched_per_element() {
     assert_eq!(e, [0xff; 2]);
     r.port_io(0x100, 0, true, &mut e);
     assert_eq!(e, [0xff; 2]);
-    assert_eq!(r.unhandled.len(), 1);
+    assert_eq!(r.ctx.unhandled.len(), 1);
 }
 
 #[test]
@@ -165,7 +147,7 @@ fn exits_that_end_the_run() {
         ExitAction::Stop(StopReason::Fault(m)) => assert!(m.contains("unexpected KVM exit"), "{m}"),
         a => panic!("{a:?}"),
     }
-    assert_eq!(r.stats.other, 1);
+    assert_eq!(r.ctx.stats.other, 1);
     match r.handle(Err(kvm_ioctls::Error::new(libc::EFAULT))) {
         ExitAction::Stop(StopReason::VmmError(m)) => {
             assert!(m.starts_with("KVM_RUN failed"), "{m}")
@@ -185,7 +167,7 @@ fn interruptions_and_internal_errors() {
             ExitAction::Interrupted
         );
     }
-    assert_eq!(r.stats.interrupted, 4);
+    assert_eq!(r.ctx.stats.interrupted, 4);
     assert_eq!(
         r.handle(Ok(VcpuExit::InternalError)),
         ExitAction::InternalError

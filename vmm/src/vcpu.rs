@@ -20,9 +20,7 @@ use crate::bus::Bus;
 use crate::cpuid::{apply_policy, CpuPolicy};
 use crate::fault::{self, Completion};
 pub use crate::kvm_exit::ExitStats;
-use crate::kvm_exit::{
-    dispatch_port_io, handle_kvm_exit, ExitAction, ExitContext, UnhandledAccesses,
-};
+use crate::kvm_exit::{dispatch_port_io, handle_kvm_exit, ExitAction, ExitContext};
 use crate::stop::{StopReason, VmControl};
 
 /// Errors configuring a vCPU.
@@ -42,13 +40,11 @@ pub struct Vcpu {
     fd: VcpuFd,
     id: u8,
     run_size: usize,
-    pio: Arc<Bus>,
-    mmio: Arc<Bus>,
     control: Arc<VmControl>,
     mem: GuestMemoryMmap,
     policy: CpuPolicy,
-    stats: ExitStats,
-    unhandled: UnhandledAccesses,
+    /// The buses and the exit counters.
+    exits: ExitContext,
     halt_probe: bool,
 }
 
@@ -83,13 +79,10 @@ impl Vcpu {
             fd,
             id,
             run_size,
-            pio,
-            mmio,
             control,
             mem,
             policy,
-            stats: ExitStats::default(),
-            unhandled: UnhandledAccesses::default(),
+            exits: ExitContext::new(pio, mmio),
             halt_probe: false,
         })
     }
@@ -106,7 +99,7 @@ impl Vcpu {
 
     /// Exit counters so far.
     pub fn stats(&self) -> ExitStats {
-        self.stats
+        self.exits.stats
     }
 
     /// The TSC frequency KVM gives this vCPU, in kHz (0 if unknown).
@@ -205,13 +198,7 @@ impl Vcpu {
     /// the run.
     #[inline]
     pub fn run_once(&mut self) -> Option<StopReason> {
-        let mut ctx = ExitContext {
-            pio: &self.pio,
-            mmio: &self.mmio,
-            stats: &mut self.stats,
-            unhandled: &mut self.unhandled,
-        };
-        match handle_kvm_exit(&mut ctx, self.fd.run()) {
+        match handle_kvm_exit(&mut self.exits, self.fd.run()) {
             ExitAction::Resume => None,
             ExitAction::Stop(reason) => Some(reason),
             ExitAction::PortIo => {
@@ -250,14 +237,8 @@ impl Vcpu {
         // and lives as long as `self.fd`; nothing else references it while
         // this vCPU thread handles the exit.
         let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), total) };
-        let mut ctx = ExitContext {
-            pio: &self.pio,
-            mmio: &self.mmio,
-            stats: &mut self.stats,
-            unhandled: &mut self.unhandled,
-        };
         let is_in = u32::from(io.direction) == KVM_EXIT_IO_IN;
-        dispatch_port_io(&mut ctx, io.port, size, is_in, data);
+        dispatch_port_io(&mut self.exits, io.port, size, is_in, data);
     }
 
     /// KVM_EXIT_INTERNAL_ERROR: complete `int3`, else report and stop.
@@ -300,7 +281,7 @@ impl Vcpu {
                 Some(Completion::Int3) => {
                     self.complete_int3(regs)
                         .map_err(|e| vmm_err("completing int3", e))?;
-                    self.stats.int3_completed += 1;
+                    self.exits.stats.int3_completed += 1;
                     log::debug!(
                         "vCPU {}: KVM could not emulate int3 at RIP {:#x}: completed it \
                          (RIP += 1, #BP injected)",
@@ -312,7 +293,7 @@ impl Vcpu {
                 Some(Completion::InvalidOpcode) => {
                     self.inject_exception(6)
                         .map_err(|e| vmm_err("injecting #UD", e))?;
-                    self.stats.ud_completed += 1;
+                    self.exits.stats.ud_completed += 1;
                     log::debug!(
                         "vCPU {}: KVM could not emulate ud0/ud1/ud2 at RIP {:#x} \
                          (a kernel BUG/WARN): #UD injected",

@@ -65,12 +65,12 @@ impl PciDevices {
         )?;
         log::info!(
             "dma24 at 00:{DMA24_SLOT:02x}.0 (INTA -> IOAPIC pin {}, MSI capable), BARs in {:#x}..{:#x}",
-            attached.route.ioapic_pin,
+            attached.irq_route.ioapic_pin,
             PCI_MMIO_WINDOW_START,
             PCI_MMIO_WINDOW_END
         );
         Ok(PciDevices {
-            irq_routes: vec![attached.route],
+            irq_routes: vec![attached.irq_route],
             dma24: Some(attached.device),
         })
     }

@@ -59,7 +59,7 @@ pub fn open_trace(path: &Path, config: &Dma24Config) -> Result<TraceSink, Attach
 /// A device on the bus.
 pub struct Dma24Attachment {
     pub device: Arc<Dma24<GuestMemoryMmap>>,
-    pub route: PciIrqRoute,
+    pub irq_route: PciIrqRoute,
 }
 
 /// Builds the device on `mem`, wires INTx (IOAPIC pin 16 + slot) and MSI,
@@ -71,18 +71,18 @@ pub fn attach_dma24(
     config: Dma24Config,
     trace: Option<TraceSink>,
 ) -> Result<Dma24Attachment, AttachError> {
-    let route = PciIrqRoute {
+    let irq_route = PciIrqRoute {
         slot: DMA24_SLOT,
         pin: 1,
         ioapic_pin: PCI_IRQ_BASE + DMA24_SLOT - 1,
     };
-    let (irq, resample) = KvmInterrupts::new(vm, u32::from(route.ioapic_pin))?;
+    let (irq, resample) = KvmInterrupts::new(vm, u32::from(irq_route.ioapic_pin))?;
     let irq = Arc::new(irq);
     let device = Arc::new(Dma24::new(config, mem.clone(), irq.clone(), trace)?);
     let shared: Arc<dyn PciDevice> = device.clone();
     irq.start_resampler(resample, shared.clone())?;
-    root.add_device(DMA24_SLOT, shared, route.ioapic_pin)?;
-    Ok(Dma24Attachment { device, route })
+    root.add_device(DMA24_SLOT, shared, irq_route.ioapic_pin)?;
+    Ok(Dma24Attachment { device, irq_route })
 }
 
 #[cfg(test)]

@@ -19,20 +19,9 @@ use common::*;
 
 const MARKER: &str = "DMALAB_BOOT_OK";
 
-fn cache_images() -> PathBuf {
-    let cache = std::env::var_os("DMALAB_CACHE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into()))
-                .join(".cache/dmalab")
-        });
-    cache.join("images/current")
-}
-
 /// (kernel, initrd), or None with the reason.
 fn images() -> Result<(PathBuf, PathBuf), String> {
-    let dir = cache_images();
+    let dir = vmm::cli::images_dir();
     let kernel = std::env::var_os("DMALAB_KERNEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("vmlinux"));

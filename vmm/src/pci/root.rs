@@ -185,13 +185,19 @@ impl PciRoot {
     }
 }
 
+/// For an access of `len` bytes at port offset `offset`: the byte inside
+/// CONFIG_DATA (0xcfc-0xcff) it starts at, if it lies wholly inside it.
+fn config_data_byte(offset: u64, len: usize) -> Option<u16> {
+    offset
+        .checked_sub(4)
+        .and_then(|b| u16::try_from(b).ok())
+        .filter(|&b| usize::from(b) + len <= 4)
+}
+
 /// Ports 0xcf8-0xcff.
 impl BusDevice for PciRoot {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let data_byte = offset
-            .checked_sub(4)
-            .and_then(|b| u16::try_from(b).ok())
-            .filter(|&b| usize::from(b) + data.len() <= 4);
+        let data_byte = config_data_byte(offset, data.len());
         match (offset, data_byte) {
             (0, _) if data.len() == 4 => data.copy_from_slice(&self.config_address.to_le_bytes()),
             (_, Some(byte)) => self.config_read(byte, data),
@@ -200,10 +206,7 @@ impl BusDevice for PciRoot {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        let data_byte = offset
-            .checked_sub(4)
-            .and_then(|b| u16::try_from(b).ok())
-            .filter(|&b| usize::from(b) + data.len() <= 4);
+        let data_byte = config_data_byte(offset, data.len());
         match (offset, data_byte) {
             // Only a 32-bit write of CONFIG_ADDRESS counts (byte writes to
             // 0xcf8-0xcfb are other chipset registers on real hardware).

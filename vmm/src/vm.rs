@@ -273,16 +273,36 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, VmError::Memory(MemoryError::BadSize(1))), "{e}");
+        let e = run(&VmConfig {
+            cmdline: Some("a\u{7f}b".into()),
+            ..cfg.clone()
+        })
+        .unwrap_err();
+        assert!(matches!(e, VmError::Cmdline(_)), "{e}");
         // A valid kernel: now the missing KVM device is the error.
         let elf = crate::loader::tests::tiny_elf(0x10_0000, &[0xf4], 0x1000, Some(0x10_0000));
         let t = vmm_sys_util::tempfile::TempFile::new().unwrap();
         std::io::Write::write_all(&mut t.as_file(), &elf).unwrap();
         let e = run(&VmConfig {
             kernel: t.as_path().to_path_buf(),
-            ..cfg
+            ..cfg.clone()
         })
         .unwrap_err();
         assert!(matches!(e, VmError::NoKvm(_)), "{e}");
+        // A missing extra initrd part is the user's error, found before KVM.
+        let initrd = vmm_sys_util::tempfile::TempFile::new().unwrap();
+        let e = run(&VmConfig {
+            kernel: t.as_path().to_path_buf(),
+            initrd: Some(initrd.as_path().to_path_buf()),
+            initrd_extra: vec!["/nonexistent/module.cpio".into()],
+            ..cfg
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, VmError::Loader(LoaderError::InitrdNotFound(_))),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), ExitCode::Usage);
         // SAFETY: as above.
         unsafe { std::env::remove_var("DMALAB_KVM_DEVICE") };
     }

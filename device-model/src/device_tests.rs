@@ -1,11 +1,3 @@
-// Test data: small literals and lengths of test buffers; a cast that
-// truncated would fail the test, not hide a bug.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)]
-
 use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress};
@@ -225,7 +217,7 @@ fn pci_identity_and_bars_through_the_trait() {
 #[test]
 fn to_device_then_from_device_with_intx() {
     let mut r = rig();
-    let data: Vec<u8> = (0..4096u32).map(|i| (i * 13) as u8).collect();
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 13).to_le_bytes()[0]).collect();
     r.fill(0x4000, &data);
     r.program(0x4000, 0x800, 4096);
     r.run(CMD_START);

@@ -1,16 +1,13 @@
-// Test data: small literals and lengths of test buffers; a cast that
-// truncated would fail the test, not hide a bug.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)]
-
 use super::*;
 use crate::dma24_config::Dma24Config;
 use crate::regs::*;
 use crate::testutil::{assert_same, mem, trace, Mem, SharedBuf};
 use crate::trace::{HashHex, Hex, TraceSink};
+
+/// A test size as a register value (test sizes are small).
+fn u32_of(n: usize) -> u32 {
+    u32::try_from(n).unwrap()
+}
 
 const DEVMEM: usize = 64 * 1024;
 
@@ -33,7 +30,7 @@ fn rig(bits: u8, overflow: Overflow) -> Rig {
     let (sink, buf) = trace(&config);
     Rig {
         mem: mem(&[(0, 0x10_0000), (0x20_0000, 0x1_0000)]),
-        devmem: (0..DEVMEM).map(|i| (i * 7) as u8).collect(),
+        devmem: (0..DEVMEM).map(|i| (i * 7).to_le_bytes()[0]).collect(),
         tracer: Tracer::new(Some(sink.clone())),
         sink,
         buf,
@@ -149,7 +146,7 @@ fn descriptor_bytes_round_trip() {
 #[test]
 fn to_device_copies_and_traces() {
     let mut r = rig(24, Overflow::Reject);
-    let data: Vec<u8> = (0..4096).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..4096u32).map(|i| (i % 251).to_le_bytes()[0]).collect();
     r.fill(0x8000, &data);
     let rep = r.run(single(Direction::ToDevice, 0x8000, 4096, 0x100));
     assert_eq!(
@@ -163,8 +160,8 @@ fn to_device_copies_and_traces() {
         }
     );
     assert_eq!(&r.devmem[0x100..0x1100], &data[..]);
-    assert_eq!(r.devmem[0xff], (0xff * 7) as u8); // untouched around it
-    assert_eq!(r.devmem[0x1100], (0x1100 * 7) as u8);
+    assert_eq!(r.devmem[0xff], (0xff * 7u32).to_le_bytes()[0]); // untouched around it
+    assert_eq!(r.devmem[0x1100], (0x1100 * 7u32).to_le_bytes()[0]);
     let recs = r.records();
     assert_eq!(recs.len(), 1);
     let rec = &recs[0];
@@ -298,19 +295,19 @@ fn gate_refusals() {
 fn single_length_and_offset_rules() {
     assert_eq!(check_single(0, 0, DEVMEM), Err(Outcome::BadLength));
     assert_eq!(
-        check_single(DEVMEM as u32 + 1, 0, DEVMEM),
+        check_single(u32_of(DEVMEM) + 1, 0, DEVMEM),
         Err(Outcome::BadLength)
     );
-    assert_eq!(check_single(DEVMEM as u32, 0, DEVMEM), Ok(()));
+    assert_eq!(check_single(u32_of(DEVMEM), 0, DEVMEM), Ok(()));
     assert_eq!(
-        check_single(16, DEVMEM as u32 - 15, DEVMEM),
+        check_single(16, u32_of(DEVMEM) - 15, DEVMEM),
         Err(Outcome::BadOffset)
     );
     assert_eq!(check_single(16, u32::MAX, DEVMEM), Err(Outcome::BadOffset));
     let mut r = rig(24, Overflow::Reject);
     let rep = r.run(single(Direction::ToDevice, 0, 0, 0));
     assert_eq!(rep.failure, Some(Outcome::BadLength));
-    let rep = r.run(single(Direction::ToDevice, 0, 16, DEVMEM as u32));
+    let rep = r.run(single(Direction::ToDevice, 0, 16, u32_of(DEVMEM)));
     assert_eq!(rep.failure, Some(Outcome::BadOffset));
     assert_eq!(rep.error_code(), ERR_BAD_OFFSET);
 }
@@ -372,7 +369,7 @@ fn sg_gathers_through_a_chain() {
     assert_eq!(&r.devmem[0x40..0xa4], &[1; 100][..]);
     assert_eq!(&r.devmem[0xa4..0x16c], &[2; 200][..]);
     assert_eq!(&r.devmem[0x16c..0x298], &[3; 300][..]);
-    assert_eq!(r.devmem[0x298], (0x298 * 7) as u8);
+    assert_eq!(r.devmem[0x298], (0x298 * 7u32).to_le_bytes()[0]);
     let recs = r.records();
     let dirs: Vec<_> = recs.iter().map(|x| x.dir).collect();
     use Direction::*;

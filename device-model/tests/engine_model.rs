@@ -4,20 +4,22 @@
 //! transfer the whole of guest RAM and device memory must equal the model's,
 //! so any stray write (or a write that should not have happened) fails.
 
-// Test data: small literals and lengths of test buffers; a cast that
-// truncated would fail the test, not hide a bug.
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)]
-
 use device_model::engine::{Descriptor, DmaMask, Engine, Job};
 use device_model::regs::*;
 use device_model::trace::Tracer;
 use device_model::{Direction, Outcome, Overflow};
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// A test size as a register value (test sizes are small).
+fn u32_of(n: usize) -> u32 {
+    u32::try_from(n).unwrap()
+}
+
+/// A test address as an index into the model's RAM.
+fn usize_of(a: u64) -> usize {
+    usize::try_from(a).unwrap()
+}
 
 /// RAM: two regions with a hole between them and a hole above.
 const REGIONS: [(u64, usize); 2] = [(0x0, 0x6000), (0x8000, 0x4000)];
@@ -127,7 +129,7 @@ fn addr() -> impl Strategy<Value = u64> {
 }
 
 fn len() -> impl Strategy<Value = u32> {
-    prop_oneof![4 => 1u32..0x300, 1 => 0u32..(DEVMEM as u32 + 2), 1 => Just(0u32)]
+    prop_oneof![4 => 1u32..0x300, 1 => 0u32..(u32_of(DEVMEM) + 2), 1 => Just(0u32)]
 }
 
 fn descriptor() -> impl Strategy<Value = Descriptor> {
@@ -163,7 +165,7 @@ fn case() -> impl Strategy<Value = Case> {
             any::<bool>(),
             addr(),
             len(),
-            0u32..(DEVMEM as u32 + 16),
+            0u32..(u32_of(DEVMEM) + 16),
         ),
         prop::collection::vec(descriptor(), 0..12),
         any::<u8>(),
@@ -205,23 +207,23 @@ proptest! {
         let mem = guest();
         // Distinct contents everywhere, so a misplaced byte shows.
         for &(start, n) in &REGIONS {
-            let fill: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(c.seed)).collect();
+            let fill: Vec<u8> = (0..n).map(|i| i.to_le_bytes()[0].wrapping_mul(31).wrapping_add(c.seed)).collect();
             mem.write_slice(&fill, GuestAddress(start)).unwrap();
         }
         // Plant the descriptor list where the job points (if that is RAM).
         let bytes: Vec<u8> = c.list.iter().flat_map(|d| d.to_bytes()).collect();
         let _ = mem.write_slice(&bytes, GuestAddress(c.job.addr));
-        let top = REGIONS.iter().map(|&(a, n)| a as usize + n).max().unwrap();
+        let top = REGIONS.iter().map(|&(a, n)| usize_of(a) + n).max().unwrap();
         let mut model = Model {
             ram: vec![None; top],
-            devmem: (0..DEVMEM).map(|i| (i as u8) ^ 0x5a).collect(),
+            devmem: (0..DEVMEM).map(|i| i.to_le_bytes()[0] ^ 0x5a).collect(),
             mask: DmaMask { bits: c.bits, overflow: c.overflow },
         };
         for &(start, n) in &REGIONS {
             let mut v = vec![0u8; n];
             mem.read_slice(&mut v, GuestAddress(start)).unwrap();
             for (i, b) in v.into_iter().enumerate() {
-                model.ram[start as usize + i] = Some(b);
+                model.ram[usize_of(start) + i] = Some(b);
             }
         }
         let mut devmem = model.devmem.clone();
@@ -234,7 +236,7 @@ proptest! {
         for &(start, n) in &REGIONS {
             let mut got = vec![0u8; n];
             mem.read_slice(&mut got, GuestAddress(start)).unwrap();
-            let want: Vec<u8> = model.ram[start as usize..start as usize + n].iter().map(|b| b.unwrap()).collect();
+            let want: Vec<u8> = model.ram[usize_of(start)..usize_of(start) + n].iter().map(|b| b.unwrap()).collect();
             prop_assert!(got == want, "guest RAM at {:#x} differs from the model", start);
         }
     }

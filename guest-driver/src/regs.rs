@@ -1,0 +1,1 @@
+../../device-model/src/regs.rs

@@ -23,7 +23,8 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A scratch copy of the inputs the keys read: images/ and guest-driver/.
+/// A scratch copy of the inputs the keys read: images/, guest-driver/ and
+/// the register map it links to (as in the repo: a symlink).
 fn scratch_repo(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dmalab-keys-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -31,6 +32,18 @@ fn scratch_repo(name: &str) -> PathBuf {
     fs::create_dir_all(dir.join("guest-driver")).unwrap();
     fs::write(dir.join("guest-driver/Kbuild"), "obj-m := dmalab.o\n").unwrap();
     fs::write(dir.join("guest-driver/dmalab.rs"), "// driver\n").unwrap();
+    fs::create_dir_all(dir.join("device-model/src")).unwrap();
+    fs::write(
+        dir.join("device-model/src/regs.rs"),
+        "pub const REG_MAGIC: u64 = 0;\n",
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("guest-driver/src")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../device-model/src/regs.rs",
+        dir.join("guest-driver/src/regs.rs"),
+    )
+    .unwrap();
     fs::create_dir_all(dir.join("guest-driver/tool/src")).unwrap();
     fs::write(dir.join("guest-driver/tool/src/main.rs"), "fn main() {}\n").unwrap();
     dir
@@ -128,6 +141,37 @@ fn driver_source_moves_driver_keys_not_the_kernel() {
     let repo = scratch_repo("driver");
     let before = keys(&repo);
     append(&repo.join("guest-driver/dmalab.rs"), "// more\n");
+    let after = keys(&repo);
+    assert_eq!(
+        changed(&before, &after),
+        ["builtin", "driver", "images", "initramfs"]
+    );
+    fs::remove_dir_all(repo).unwrap();
+}
+
+#[test]
+fn register_map_moves_driver_keys_not_the_kernel() {
+    // The driver compiles the device model's map through a symlink: a change
+    // to the map must rebuild the module and the built-in kernel.
+    let repo = scratch_repo("regs");
+    let before = keys(&repo);
+    append(
+        &repo.join("device-model/src/regs.rs"),
+        "pub const REG_NEW: u64 = 8;\n",
+    );
+    let after = keys(&repo);
+    assert_eq!(
+        changed(&before, &after),
+        ["builtin", "driver", "images", "initramfs"]
+    );
+    fs::remove_dir_all(repo).unwrap();
+}
+
+#[test]
+fn driver_checks_move_driver_keys_not_the_kernel() {
+    let repo = scratch_repo("driver-checks");
+    let before = keys(&repo);
+    append(&repo.join("images/lib/driver.sh"), "# changed\n");
     let after = keys(&repo);
     assert_eq!(
         changed(&before, &after),

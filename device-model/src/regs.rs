@@ -144,38 +144,46 @@ pub const DESC_RESERVED: u32 = !(DESC_LAST | DESC_CHAIN);
 pub const SG_MAX_SEGMENTS: usize = 256;
 pub const SG_MAX_DESCRIPTORS: usize = 1024;
 
-/// Symbolic name of a REG_ERROR code, as this file spells it.
-pub const fn err_name(code: u32) -> &'static str {
+/// Symbolic name of a REG_ERROR code (as spelled here) and what it means in
+/// words (the driver's `dev_err` lines).
+pub const fn err_describe(code: u32) -> (&'static str, &'static str) {
     match code {
-        ERR_NONE => "ERR_NONE",
-        ERR_MASK => "ERR_MASK",
-        ERR_RAM => "ERR_RAM",
-        ERR_BME_OFF => "ERR_BME_OFF",
-        ERR_BAD_LENGTH => "ERR_BAD_LENGTH",
-        ERR_BAD_OFFSET => "ERR_BAD_OFFSET",
-        ERR_BAD_DESCRIPTOR => "ERR_BAD_DESCRIPTOR",
-        ERR_DESC_LIST_TOO_LONG => "ERR_DESC_LIST_TOO_LONG",
-        ERR_BUSY => "ERR_BUSY",
-        ERR_BAD_COMMAND => "ERR_BAD_COMMAND",
-        ERR_ABORTED => "ERR_ABORTED",
-        _ => "ERR_UNKNOWN",
+        ERR_NONE => ("ERR_NONE", "no error"),
+        ERR_MASK => ("ERR_MASK", "bus address beyond the device's DMA mask"),
+        ERR_RAM => ("ERR_RAM", "bus address range is not guest RAM"),
+        ERR_BME_OFF => (
+            "ERR_BME_OFF",
+            "bus mastering is disabled in the PCI Command register",
+        ),
+        ERR_BAD_LENGTH => ("ERR_BAD_LENGTH", "zero length or longer than device memory"),
+        ERR_BAD_OFFSET => (
+            "ERR_BAD_OFFSET",
+            "device offset + length past the end of device memory",
+        ),
+        ERR_BAD_DESCRIPTOR => (
+            "ERR_BAD_DESCRIPTOR",
+            "scatter-gather descriptor with reserved flags or zero length",
+        ),
+        ERR_DESC_LIST_TOO_LONG => (
+            "ERR_DESC_LIST_TOO_LONG",
+            "too many scatter-gather descriptors (or a CHAIN loop)",
+        ),
+        ERR_BUSY => ("ERR_BUSY", "START while a transfer was running"),
+        ERR_BAD_COMMAND => (
+            "ERR_BAD_COMMAND",
+            "reserved bits set in the command register",
+        ),
+        ERR_ABORTED => ("ERR_ABORTED", "transfer aborted by an engine reset"),
+        _ => ("ERR_UNKNOWN", "unknown device error code"),
     }
 }
 
-/// What a REG_ERROR code means, in words (the driver's `dev_err` lines).
+/// Symbolic name of a REG_ERROR code.
+pub const fn err_name(code: u32) -> &'static str {
+    err_describe(code).0
+}
+
+/// What a REG_ERROR code means, in words.
 pub const fn err_cause(code: u32) -> &'static str {
-    match code {
-        ERR_NONE => "no error",
-        ERR_MASK => "bus address beyond the device's DMA mask",
-        ERR_RAM => "bus address range is not guest RAM",
-        ERR_BME_OFF => "bus mastering is disabled in the PCI Command register",
-        ERR_BAD_LENGTH => "zero length or longer than device memory",
-        ERR_BAD_OFFSET => "device offset + length past the end of device memory",
-        ERR_BAD_DESCRIPTOR => "scatter-gather descriptor with reserved flags or zero length",
-        ERR_DESC_LIST_TOO_LONG => "too many scatter-gather descriptors (or a CHAIN loop)",
-        ERR_BUSY => "START while a transfer was running",
-        ERR_BAD_COMMAND => "reserved bits set in the command register",
-        ERR_ABORTED => "transfer aborted by an engine reset",
-        _ => "unknown device error code",
-    }
+    err_describe(code).1
 }

@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The guest's own settings for the demo and the bench boots: DMA-API
+/// debugging with a small preallocated table (the default 65536 entries
+/// cost 4 s of emulated boot).
+pub const GUEST_CMDLINE: &str = "dma_debug_entries=1024";
+
 /// Where the built images and the dmalab binary are.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
@@ -31,7 +36,7 @@ impl Artifacts {
         let dmalab = match std::env::var_os("DMALAB_BIN") {
             Some(p) => PathBuf::from(p),
             None => {
-                let target = crate::workspace_root().join("target");
+                let target = crate::build::target_dir();
                 ["release", "debug"]
                     .iter()
                     .map(|p| target.join(p).join("dmalab"))

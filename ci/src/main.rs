@@ -9,10 +9,13 @@
 //! - `bench`: boot time against QEMU, VMM start-up and memory, MMIO dispatch,
 //!   DMA throughput: a table with targets, and JSON (see bench/mod.rs).
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod demo;
-mod images;
 mod tally;
+
+use ci::build;
 
 use std::process::{Command, ExitCode};
 
@@ -33,10 +36,12 @@ fn usage() -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("images") => images::build().map(|dir| println!("{}", dir.display())),
-        Some("demo") => demo::run(),
+        Some("images") => build::images()
+            .map(|dir| println!("{}", dir.display()))
+            .map_err(|e| e.to_string()),
+        Some("demo") => demo::run().map_err(|e| e.to_string()),
         Some("test") => run_tests(&args[1..]),
-        Some("bench") => bench::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]).map_err(|e| e.to_string()),
         _ => return usage(),
     };
     match result {
@@ -52,15 +57,15 @@ fn main() -> ExitCode {
 /// output is passed through; at the end one line totals every test binary
 /// (cargo's own last line is the doc-tests', often "0 passed").
 fn run_tests(extra: &[String]) -> Result<(), String> {
-    let dir = images::build()?;
-    let dmalab = demo::build_dmalab()?;
+    let dir = build::images().map_err(|e| e.to_string())?;
+    let dmalab = build::dmalab().map_err(|e| e.to_string())?;
     let mut child = Command::new(env!("CARGO"))
         .args(["test", "--workspace"])
         .args(extra)
         .env("DMALAB_IMAGES", &dir)
         .env("DMALAB_BIN", &dmalab)
         .env("DMALAB_REQUIRE_IMAGES", "1")
-        .current_dir(images::repo_root())
+        .current_dir(build::workspace_root())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;

@@ -6,8 +6,6 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::images;
-
 /// A criterion `estimates.json`, in nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Estimate {
@@ -64,7 +62,7 @@ pub(super) fn cargo_bench(
     c.args(["bench", "-p", pkg, "--bench", bench, "--"])
         .args(args)
         .env("CRITERION_HOME", home)
-        .current_dir(images::repo_root());
+        .current_dir(ci::workspace_root());
     for (k, v) in env {
         c.env(k, v);
     }

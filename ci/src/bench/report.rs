@@ -7,12 +7,12 @@ use serde::Serialize;
 use super::analysis::{Boot, Phase};
 use super::criterion::Estimate;
 use super::dma::E2eCase;
+use super::guest::DRIVER_READY;
 use super::initcall::Initcall;
 use super::machine::Machine;
 use super::mmio::MmioGuest;
 use super::options::Options;
 use super::table::{fmt_ns, render_table, Row};
-use super::DRIVER_READY;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {

@@ -11,8 +11,11 @@
 //! the queue is full a record is dropped and counted, and the count is in the
 //! footer (and sequence numbers have a gap where it was).
 
+pub mod read;
 mod sink;
 pub mod summary;
+#[cfg(test)]
+mod testdata;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use read::{read, Completeness, ReadError, Record, Trace, TraceReader};
 pub use sink::{TraceError, TraceOptions, TraceSink, TraceStats, DEFAULT_QUEUE_CAPACITY};
 
 use crate::outcome::{Direction, Outcome};

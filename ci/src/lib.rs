@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod build;
 pub mod crosscheck;
 pub mod guest;

@@ -8,6 +8,10 @@
 //!   required (a missing image fails instead of skipping).
 //! - `bench`: boot time against QEMU, VMM start-up and memory, MMIO dispatch,
 //!   DMA throughput: a table with targets, and JSON (see bench/mod.rs).
+//! - `setup`: the host tools the tests need beyond the image recipe's
+//!   (chromium, for the trace report's browser test); `test` runs it too.
+//!
+//! What each does in more words: ci/README.md.
 
 #![forbid(unsafe_code)]
 
@@ -15,21 +19,23 @@ mod bench;
 mod demo;
 mod tally;
 
-use ci::build;
-
 use std::process::{Command, ExitCode};
 
+use ci::build;
+
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <images|demo|test|bench>");
+    eprintln!("usage: cargo xtask <images|demo|test|bench|setup>");
     eprintln!(
         "  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)"
     );
+    eprintln!("  demo     boot the guest with the device, run transfers, write the trace report");
     eprintln!(
         "  test     build the images, then run every test (unit, property, boot-and-transfer)"
     );
     eprintln!(
         "  bench    measure boot (dmalab vs QEMU), memory, MMIO dispatch, DMA; `bench --help`"
     );
+    eprintln!("  setup    install the host tools the tests need (chromium)");
     ExitCode::from(2)
 }
 
@@ -40,6 +46,9 @@ fn main() -> ExitCode {
             .map(|dir| println!("{}", dir.display()))
             .map_err(|e| e.to_string()),
         Some("demo") => demo::run().map_err(|e| e.to_string()),
+        Some("setup") => ci::browser::ensure_chromium()
+            .map(|p| println!("{}", p.display()))
+            .map_err(|e| e.to_string()),
         Some("test") => run_tests(&args[1..]),
         Some("bench") => bench::run(&args[1..]).map_err(|e| e.to_string()),
         _ => return usage(),
@@ -59,11 +68,14 @@ fn main() -> ExitCode {
 fn run_tests(extra: &[String]) -> Result<(), String> {
     let dir = build::images().map_err(|e| e.to_string())?;
     let dmalab = build::dmalab().map_err(|e| e.to_string())?;
+    // The report's browser test needs it; CI machines start without one.
+    let chromium = ci::browser::ensure_chromium().map_err(|e| e.to_string())?;
     let mut child = Command::new(env!("CARGO"))
         .args(["test", "--workspace"])
         .args(extra)
         .env("DMALAB_IMAGES", &dir)
         .env("DMALAB_BIN", &dmalab)
+        .env("DMALAB_CHROMIUM", &chromium)
         .env("DMALAB_REQUIRE_IMAGES", "1")
         .current_dir(build::workspace_root())
         .stdout(std::process::Stdio::piped())

@@ -17,9 +17,9 @@ use ci::guest::{self, Artifacts, GuestRun, GuestSpec};
 use ci::ktap;
 use device_model::{Direction, Outcome};
 
-/// Guest settings every configuration shares: a small DMA-API debug table
-/// (the default costs 4 s of emulated boot).
-const COMMON_CMDLINE: &str = "dma_debug_entries=1024";
+/// Guest settings every configuration shares (the demo's: a small DMA-API
+/// debug table).
+const COMMON_CMDLINE: &str = guest::GUEST_CMDLINE;
 
 struct Booted {
     run: GuestRun,

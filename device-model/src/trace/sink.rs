@@ -1,7 +1,7 @@
 //! The trace writer: a bounded queue drained by a thread of its own.
 //!
-//! Cost on the device side is one uncontended lock, an `Instant::now()` and a
-//! push. Waking the writer needs a futex syscall, so the device only wakes it
+//! Cost on the device side is one lock (shared with the writer, which holds
+//! it only to swap the whole batch out), an `Instant::now()` and a push. Waking the writer needs a futex syscall, so the device only wakes it
 //! when it sleeps with nothing to do, or when the queue passes a high-water
 //! mark while it lingers; the rest of the time the writer picks up batches by
 //! itself every `LINGER`.

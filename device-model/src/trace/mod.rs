@@ -189,6 +189,20 @@ pub struct TraceHeader {
     pub devmem_size: u64,
     pub hash: String,
     pub queue_capacity: usize,
+    /// Where the VMM put guest RAM and the PCI MMIO window (for pictures of
+    /// the trace); absent when the host did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryLayout>,
+}
+
+/// The guest's physical address map as the host laid it out, in bus
+/// addresses (dma24 sees guest-physical addresses: no IOMMU).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryLayout {
+    /// Guest RAM, `[start, end)` ranges in address order.
+    pub ram: Vec<[Hex; 2]>,
+    /// The window PCI memory BARs are placed in, `[start, end)`.
+    pub mmio_window: Option<[Hex; 2]>,
 }
 
 /// The last line of a complete trace.

@@ -58,15 +58,36 @@ impl Serialize for Hex {
     }
 }
 
+/// Parses hex text without allocating (a trace has millions of these).
+struct HexVisitor {
+    prefixed: bool,
+}
+
+impl de::Visitor<'_> for HexVisitor {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.prefixed {
+            "a 0x-prefixed hex string"
+        } else {
+            "a hex string"
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<u64, E> {
+        let digits = if self.prefixed {
+            s.strip_prefix("0x")
+                .ok_or_else(|| E::custom("expected 0x..."))?
+        } else {
+            s
+        };
+        u64::from_str_radix(digits, 16).map_err(E::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for Hex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let digits = s
-            .strip_prefix("0x")
-            .ok_or_else(|| de::Error::custom("expected 0x..."))?;
-        u64::from_str_radix(digits, 16)
-            .map(Hex)
-            .map_err(de::Error::custom)
+        d.deserialize_str(HexVisitor { prefixed: true }).map(Hex)
     }
 }
 
@@ -82,10 +103,8 @@ impl Serialize for HashHex {
 
 impl<'de> Deserialize<'de> for HashHex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        u64::from_str_radix(&s, 16)
+        d.deserialize_str(HexVisitor { prefixed: false })
             .map(HashHex)
-            .map_err(de::Error::custom)
     }
 }
 

@@ -43,13 +43,22 @@ fn events_per_transfer_and_fault() {
             .filter(|s| s["ph"] == "X" && s["cat"] != "transfer" && s["args"]["transfer"] == t)
             .count();
         assert_eq!(segs, per_transfer[&t], "transfer {t}");
-        assert_eq!(e["args"]["segments"].as_u64(), Some(u64::try_from(segs).unwrap()));
+        assert_eq!(
+            e["args"]["segments"].as_u64(),
+            Some(u64::try_from(segs).unwrap())
+        );
     }
-    let faults = trace.records.iter().filter(|r| r.outcome != Outcome::Ok).count();
+    let faults = trace
+        .records
+        .iter()
+        .filter(|r| r.outcome != Outcome::Ok)
+        .count();
     assert!(faults > 0);
     let instants: Vec<&Value> = events.iter().filter(|e| e["ph"] == "i").collect();
     assert_eq!(instants.len(), faults);
-    assert!(instants.iter().all(|e| e["s"] == "t" && e["cat"] == "fault"));
+    assert!(instants
+        .iter()
+        .all(|e| e["s"] == "t" && e["cat"] == "fault"));
     // The record's fields are the args of its slice.
     let r = &trace.records[0];
     let seg = events
@@ -59,7 +68,10 @@ fn events_per_transfer_and_fault() {
     assert_eq!(seg["args"]["requested_addr"], r.requested_addr.to_string());
     assert_eq!(seg["args"]["outcome"], r.outcome.as_str());
     assert_eq!(seg["ts"].as_f64().unwrap(), r.t_ns as f64 / 1000.0);
-    assert_eq!(json["otherData"]["trace"], "complete: 500 records written, 0 dropped");
+    assert_eq!(
+        json["otherData"]["trace"],
+        "complete: 500 records written, 0 dropped"
+    );
 }
 
 #[test]
@@ -70,7 +82,10 @@ fn a_track_per_device_with_monotonic_timestamps() {
         .lines()
         .filter(|l| l.contains("\"type\":\"dma\""))
         .take(20)
-        .map(|l| l.replace("0000:00:01.0", "0000:00:02.0").replace("\"transfer\":", "\"transfer\":9000"))
+        .map(|l| {
+            l.replace("0000:00:01.0", "0000:00:02.0")
+                .replace("\"transfer\":", "\"transfer\":9000")
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     let (head, tail) = text.split_at(text.find("{\"type\":\"footer\"").unwrap());
@@ -108,5 +123,8 @@ fn incomplete_trace_exports_and_says_so() {
         .collect();
     let (json, stats) = exported(&text);
     assert_eq!(stats.records, 10);
-    assert_eq!(json["otherData"]["trace"], "incomplete: 10 records, no footer");
+    assert_eq!(
+        json["otherData"]["trace"],
+        "incomplete: 10 records, no footer"
+    );
 }

@@ -18,6 +18,11 @@
 //! - `dma`: `cargo bench -p device-model --bench dma` (engine against memcpy,
 //!   trace off/on, START to idle) and, when dmalab can attach the device, the
 //!   end-to-end transfer rate of the guest's `dma24-tool selftest`.
+//! - `trace`: `cargo bench -p trace-report --bench report`: the HTML report
+//!   and the Chrome export of a generated million-record trace, next to
+//!   `trace summary` of the same file.
+//!
+//! Each part returns its own result; this file assembles the report.
 
 mod analysis;
 mod boot;
@@ -35,6 +40,7 @@ mod report;
 mod stats;
 mod table;
 mod tiny_kernel;
+mod trace;
 mod vmm;
 
 use std::path::Path;
@@ -53,6 +59,7 @@ use self::mmio::{mmio_part, MmioPart};
 use self::options::{parse_options, Part, USAGE};
 use self::report::{print_report, Report};
 use self::table::row;
+use self::trace::{trace_part, TracePart};
 
 #[derive(Debug, Error)]
 pub enum BenchError {
@@ -149,6 +156,9 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
     if parts.contains(&Part::Mmio) || parts.contains(&Part::Dma) {
         driver_mmio_row(&mut report, parts.contains(&Part::Dma));
     }
+    if parts.contains(&Part::Trace) {
+        add_trace(&mut report, trace_part(&inputs));
+    }
     report.machine.loadavg_end = loadavg();
     report.duration_s = started.elapsed().as_secs_f64();
     print_report(&report);
@@ -188,6 +198,11 @@ fn add_mmio(report: &mut Report, part: MmioPart) {
     report.rows.extend(part.rows);
     report.criterion.extend(part.criterion);
     report.mmio_guest = part.guest;
+}
+
+fn add_trace(report: &mut Report, part: TracePart) {
+    report.rows.extend(part.rows);
+    report.trace_report = part.run;
 }
 
 fn add_dma(report: &mut Report, part: DmaPart) {

@@ -2,8 +2,9 @@
 //! Debian's `chromium` package, installed by `cargo xtask test` (or
 //! `cargo xtask setup`) when it is missing, since CI machines start fresh.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -23,6 +24,10 @@ pub enum BrowserError {
     NotRoot,
     #[error("`{command}` failed ({status}): is Debian's package archive reachable?")]
     Apt { command: String, status: String },
+    #[error("chromium did not finish within {0} s")]
+    Timeout(u64),
+    #[error("chromium failed ({status}): {stderr}")]
+    Failed { status: String, stderr: String },
     #[error("cannot run {program}: {source}")]
     Spawn {
         program: String,
@@ -54,6 +59,104 @@ pub fn ensure_chromium() -> Result<PathBuf, BrowserError> {
     apt(&["update", "-qq"])?;
     apt(&["install", "-y", "-qq", "--no-install-recommends", PACKAGE])?;
     chromium()
+}
+
+/// Flags for a headless run as root in a container: no sandbox (it needs
+/// user namespaces), no GPU, no first-run work, and a budget of virtual time
+/// so the page's script has run before the DOM is dumped or the shot taken.
+fn headless(chromium: &Path) -> Command {
+    let mut c = Command::new(chromium);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--virtual-time-budget=5000",
+    ]);
+    c
+}
+
+/// Loads `page` (a local file) and returns the DOM after its scripts ran
+/// (`--dump-dom`).
+pub fn dump_dom(chromium: &Path, page: &Path) -> Result<String, BrowserError> {
+    let out = run(headless(chromium).arg("--dump-dom").arg(file_url(page)))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Loads `page` and writes a PNG of its first `width` x `height` pixels to `png`.
+pub fn screenshot(
+    chromium: &Path,
+    page: &Path,
+    png: &Path,
+    (width, height): (u32, u32),
+) -> Result<(), BrowserError> {
+    run(headless(chromium)
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg(file_url(page)))?;
+    Ok(())
+}
+
+fn file_url(p: &Path) -> String {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    format!("file://{}", abs.display())
+}
+
+/// Runs the browser with a time limit (a hung browser must not hang the
+/// tests); returns its stdout.
+fn run(cmd: &mut Command) -> Result<Vec<u8>, BrowserError> {
+    const LIMIT: Duration = Duration::from_secs(120);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| BrowserError::Spawn {
+            program: "chromium".into(),
+            source,
+        })?;
+    // Both pipes drained on threads of their own: a full stderr pipe would
+    // stall the browser.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_reader = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err_reader = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if started.elapsed() > LIMIT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(BrowserError::Timeout(LIMIT.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(source) => {
+                return Err(BrowserError::Spawn {
+                    program: "chromium".into(),
+                    source,
+                })
+            }
+        }
+    };
+    let out = out_reader.join().unwrap_or_default();
+    let err = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(BrowserError::Failed {
+            status: status.to_string(),
+            stderr: err.lines().rev().take(5).collect::<Vec<_>>().join(" / "),
+        })
+    }
 }
 
 fn apt(args: &[&str]) -> Result<(), BrowserError> {

@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the main job. Builds what is missing, boots the guest
 //! with the dma24 device and the trace on, loads the driver, runs the
-//! user-space transfer tool, and prints the guest's result and the trace
-//! summary.
+//! user-space transfer tool, prints the guest's result and the trace
+//! summary, and ends by writing the trace report (`dmalab trace view`) and
+//! printing its path.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -33,6 +34,8 @@ pub enum DemoError {
     NoResult,
     #[error("dmalab trace summary failed")]
     Summary,
+    #[error("dmalab trace view failed")]
+    Report,
 }
 
 pub fn run() -> Result<(), DemoError> {
@@ -110,7 +113,27 @@ pub fn run() -> Result<(), DemoError> {
             program: "dmalab trace summary".into(),
             source,
         })?;
+    // Last: the trace as pictures, whatever the guest did (a failed run is
+    // where they help most).
+    let report = out.join("report.html");
+    let view = Command::new(&dmalab)
+        .args(["trace", "view"])
+        .arg(&trace)
+        .arg("-o")
+        .arg(&report)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|source| DemoError::Spawn {
+            program: "dmalab trace view".into(),
+            source,
+        })?;
     println!("== demo took {:.0} s", started.elapsed().as_secs_f64());
+    if view.success() {
+        println!(
+            "== trace report (open it in a browser): {}",
+            report.display()
+        );
+    }
 
     if !status.success() {
         return Err(DemoError::Guest {
@@ -125,6 +148,9 @@ pub fn run() -> Result<(), DemoError> {
     }
     if !summary.success() {
         return Err(DemoError::Summary);
+    }
+    if !view.success() {
+        return Err(DemoError::Report);
     }
     Ok(())
 }

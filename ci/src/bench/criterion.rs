@@ -84,6 +84,16 @@ pub(super) fn cargo_bench(
     }
 }
 
+/// The JSON a bench binary printed on its `KEY_json: {...}` line.
+pub(super) fn bench_result(output: &str, key: &str) -> Result<serde_json::Value, String> {
+    let prefix = format!("{key}_json: ");
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .ok_or_else(|| format!("the bench printed no {key}_json line"))?;
+    serde_json::from_str(line).map_err(|e| format!("{key} result: {e}"))
+}
+
 pub(super) fn criterion_args(quick: bool) -> Vec<&'static str> {
     if quick {
         vec![

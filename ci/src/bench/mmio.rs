@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use super::criterion::{cargo_bench, criterion_args, read_criterion, Estimate};
+use super::criterion::{bench_result, cargo_bench, criterion_args, read_criterion, Estimate};
 use super::inputs::{progress, Inputs};
 use super::stats::Stats;
 use super::table::{fmt_ns, row, Row};
@@ -20,12 +20,7 @@ pub struct MmioGuest {
 }
 
 pub fn parse_mmio_guest(output: &str) -> Result<MmioGuest, String> {
-    let line = output
-        .lines()
-        .find_map(|l| l.strip_prefix("mmio_guest_json: "))
-        .ok_or("the mmio bench printed no mini-guest result")?;
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("mini-guest result: {e}"))?;
+    let v = bench_result(output, "mmio_guest")?;
     if let Some(e) = v["error"].as_str() {
         return Err(format!("mini guest: {e}"));
     }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::criterion::cargo_bench;
+use super::criterion::{bench_result, cargo_bench};
 use super::inputs::{progress, Inputs};
 use super::table::{row, Row};
 
@@ -30,11 +30,8 @@ pub struct TracePart {
 }
 
 pub fn parse_trace_run(output: &str) -> Result<TraceReportRun, String> {
-    let line = output
-        .lines()
-        .find_map(|l| l.strip_prefix("trace_report_json: "))
-        .ok_or("the trace-report bench printed no result line")?;
-    serde_json::from_str(line).map_err(|e| format!("trace-report bench result: {e}"))
+    serde_json::from_value(bench_result(output, "trace_report")?)
+        .map_err(|e| format!("trace_report result: {e}"))
 }
 
 const HOW: &str = "cargo bench -p trace-report --bench report: a generated trace (trace_report::synth: transfers of 1-4 segments, SG descriptor fetches, mask rejections, truncations) written to a temp file, then `trace summary` (reading alone) and `trace view` (reading + the HTML) of it, 3 runs each, medians; wall time and this process's CPU time";

@@ -35,11 +35,9 @@
     ["seq", "transfer", "dir", "outcome", "t", "req", "eff", "len", "count", "lo", "hi", "t0", "t1", "addr"].forEach(function (k) {
       if (d[k] !== undefined) { lines.push(k + ": " + d[k]); }
     });
-    if (d.seq !== undefined && d.i === undefined) {
-      var twin = document.getElementById("mark-" + d.seq);
-      if (twin && twin !== el && twin.dataset.i !== undefined) { return describe(twin); }
-      if (twin && twin !== el) { return describe(twin); }
-    }
+    // A timeline tick or fault marker: the address map's mark has the fields.
+    var twin = d.seq !== undefined ? document.getElementById("mark-" + d.seq) : null;
+    if (twin && twin !== el) { return describe(twin); }
     return lines.join("\n");
   }
   document.querySelectorAll("svg").forEach(function (svg) {

@@ -17,6 +17,8 @@
 //!
 //! Only the public API of the `vmm` and `device-model` crates is used.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

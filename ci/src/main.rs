@@ -21,7 +21,9 @@ mod tally;
 
 use std::process::{Command, ExitCode};
 
-use ci::build;
+use ci::browser::{ensure_chromium, BrowserError};
+use ci::build::{self, BuildError};
+use thiserror::Error;
 
 fn usage() -> ExitCode {
     eprintln!("usage: cargo xtask <images|demo|test|bench|setup>");
@@ -39,18 +41,35 @@ fn usage() -> ExitCode {
     ExitCode::from(2)
 }
 
+/// What a task can fail with.
+#[derive(Debug, Error)]
+enum TaskError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
+    #[error("cannot run cargo test: {0}")]
+    Spawn(std::io::Error),
+    #[error("cargo test --workspace failed ({0})")]
+    Tests(std::process::ExitStatus),
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
+    let result: Result<(), TaskError> = match args.first().map(String::as_str) {
         Some("images") => build::images()
             .map(|dir| println!("{}", dir.display()))
-            .map_err(|e| e.to_string()),
-        Some("demo") => demo::run().map_err(|e| e.to_string()),
-        Some("setup") => ci::browser::ensure_chromium()
+            .map_err(TaskError::from),
+        Some("demo") => demo::run().map_err(TaskError::from),
+        Some("setup") => ensure_chromium()
             .map(|p| println!("{}", p.display()))
-            .map_err(|e| e.to_string()),
+            .map_err(TaskError::from),
         Some("test") => run_tests(&args[1..]),
-        Some("bench") => bench::run(&args[1..]).map_err(|e| e.to_string()),
+        Some("bench") => bench::run(&args[1..]).map_err(TaskError::from),
         _ => return usage(),
     };
     match result {
@@ -65,11 +84,11 @@ fn main() -> ExitCode {
 /// Every test of the workspace, with the images in place and required. The
 /// output is passed through; at the end one line totals every test binary
 /// (cargo's own last line is the doc-tests', often "0 passed").
-fn run_tests(extra: &[String]) -> Result<(), String> {
-    let dir = build::images().map_err(|e| e.to_string())?;
-    let dmalab = build::dmalab().map_err(|e| e.to_string())?;
+fn run_tests(extra: &[String]) -> Result<(), TaskError> {
+    let dir = build::images()?;
+    let dmalab = build::dmalab()?;
     // The report's browser test needs it; CI machines start without one.
-    let chromium = ci::browser::ensure_chromium().map_err(|e| e.to_string())?;
+    let chromium = ensure_chromium()?;
     let mut child = Command::new(env!("CARGO"))
         .args(["test", "--workspace"])
         .args(extra)
@@ -80,7 +99,7 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
         .current_dir(build::workspace_root())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+        .map_err(TaskError::Spawn)?;
     let mut totals = tally::Totals::default();
     if let Some(out) = child.stdout.take() {
         use std::io::BufRead;
@@ -89,13 +108,11 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
             totals.add_line(&line);
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for cargo test: {e}"))?;
+    let status = child.wait().map_err(TaskError::Spawn)?;
     println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     if status.success() {
         Ok(())
     } else {
-        Err(format!("cargo test --workspace failed ({status})"))
+        Err(TaskError::Tests(status))
     }
 }

@@ -7,6 +7,8 @@
 //! run. Without images these tests are skipped with a message, unless
 //! DMALAB_REQUIRE_IMAGES=1 (set by `cargo xtask test`), which fails them.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,6 +1,8 @@
 //! The image cache is keyed by a hash of every input: these tests change one
 //! input at a time in a copy of the recipe and check which keys move.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The README's "Where is it" table names a file for each concept: every
 //! path in it must exist, so the table cannot drift when files move.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 /// The paths in the table rows of the "## Where is it" section: each

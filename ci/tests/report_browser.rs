@@ -3,6 +3,8 @@
 //! records), both must run their script without an error. The report of a
 //! real guest's trace is checked in boot_transfer.rs.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use device_model::trace::summary::summarize;

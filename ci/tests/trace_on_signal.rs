@@ -1,6 +1,8 @@
 //! The DMA trace is closed (footer written) when dmalab is stopped by a
 //! signal, not only when the guest ends.
 
+#![forbid(unsafe_code)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,8 @@
 //! `trace_report_json: {...}` that `cargo xtask bench` reads. Not criterion:
 //! one run of each takes seconds; three runs each, medians.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::time::Instant;
 

@@ -1,5 +1,7 @@
 //! Writes a synthetic trace: `cargo run -p trace-report --example synth -- RECORDS OUT`.
 
+#![forbid(unsafe_code)]
+
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let records = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);

@@ -2,6 +2,8 @@
 //! slice per record of each transfer, an instant per fault, the record's
 //! fields as args, and timestamps that never go back on a track.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use device_model::trace::{Trace, TraceReader};

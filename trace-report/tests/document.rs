@@ -3,6 +3,8 @@
 //! has both its ends, the summary and the fault links are there, and bad
 //! input gets the reader's errors.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use device_model::trace::summary::summarize;

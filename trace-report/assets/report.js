@@ -70,17 +70,19 @@
 
   // Timeline zoom and pan: x recomputed from each element's time.
   var tl = document.getElementById("timeline");
-  var x0 = Number(tl.dataset.x0), w = Number(tl.dataset.w), tmax = Number(tl.dataset.tmax);
-  var view = { from: 0, to: tmax };
+  var x0 = Number(tl.dataset.x0), w = Number(tl.dataset.w);
+  var tmin = Number(tl.dataset.tmin), tmax = Number(tl.dataset.tmax);
+  var view = { from: tmin, to: tmax };
   var timed = Array.prototype.slice.call(tl.querySelectorAll("[data-t], [data-t0]"));
   var ticks = tl.querySelector(".t-ticks");
   var axisY = Number(ticks.dataset.y);
   function sx(t) { return x0 + w * (t - view.from) / (view.to - view.from); }
-  function label(ns) {
-    if (ns < 1e3) { return ns.toFixed(0) + " ns"; }
-    if (ns < 1e6) { return (ns / 1e3).toFixed(1) + " µs"; }
-    if (ns < 1e9) { return (ns / 1e6).toFixed(1) + " ms"; }
-    return (ns / 1e9).toFixed(3) + " s";
+  // In the unit of the view's end, with as many decimals as the step needs.
+  function label(ns, step) {
+    var units = [[1e9, " s"], [1e6, " ms"], [1e3, " µs"], [1, " ns"]];
+    var u = units.find(function (p) { return view.to >= p[0]; }) || units[3];
+    var digits = Math.max(0, Math.ceil(-Math.log10(step / u[0]) - 1e-9));
+    return (ns / u[0]).toFixed(Math.min(digits, 6)) + u[1];
   }
   function draw() {
     timed.forEach(function (el) {
@@ -106,7 +108,7 @@
       var text = document.createElementNS("http://www.w3.org/2000/svg", "text");
       text.setAttribute("class", "tick-label");
       text.setAttribute("x", x); text.setAttribute("y", axisY + 18);
-      text.textContent = label(t);
+      text.textContent = label(t, step);
       ticks.appendChild(line); ticks.appendChild(text);
     }
   }
@@ -121,7 +123,7 @@
     var k = e.deltaY < 0 ? 0.8 : 1.25;
     var from = at - (at - view.from) * k, to = at + (view.to - at) * k;
     if (to - from < 10) { return; }
-    view.from = Math.max(0, from); view.to = Math.min(tmax, to);
+    view.from = Math.max(tmin, from); view.to = Math.min(tmax, to);
     draw();
   }, { passive: false });
   var drag = null;
@@ -131,11 +133,11 @@
     if (!drag) { return; }
     var box = tl.getBoundingClientRect();
     var dt = (e.clientX - drag.x) * (Number(tl.getAttribute("width")) / box.width) / w * (drag.to - drag.from);
-    var from = Math.max(0, drag.from - dt), len = drag.to - drag.from;
-    view.from = Math.min(from, Math.max(0, tmax - len)); view.to = view.from + len;
+    var from = Math.max(tmin, drag.from - dt), len = drag.to - drag.from;
+    view.from = Math.min(from, Math.max(tmin, tmax - len)); view.to = view.from + len;
     draw();
   });
-  tl.addEventListener("dblclick", function () { view = { from: 0, to: tmax }; draw(); });
+  tl.addEventListener("dblclick", function () { view = { from: tmin, to: tmax }; draw(); });
   draw();
 
   document.body.setAttribute("data-ready", "1");

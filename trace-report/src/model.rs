@@ -58,6 +58,8 @@ pub struct Model {
     /// Every record with all its fields, for traces of at most
     /// [`DETAIL_LIMIT`] records (None above).
     pub detail: Option<Vec<DmaRecord>>,
+    /// First record's t_ns (0 without records).
+    pub t_min: u64,
     /// Last t_ns seen (records or footer).
     pub t_max: u64,
 }
@@ -72,6 +74,7 @@ impl Model {
         let mut detail = Some(Vec::new());
         let mut listed_faults = 0usize;
         let mut t_max = 0;
+        let mut t_min = u64::MAX;
         for record in reader.by_ref() {
             let r = match record? {
                 Record::Dma(r) => r,
@@ -83,6 +86,7 @@ impl Model {
             };
             acc.add(&mut summary, &r);
             t_max = t_max.max(r.t_ns);
+            t_min = t_min.min(r.t_ns);
             let fault = r.outcome != Outcome::Ok;
             let single_fault = fault && listed_faults < FAULT_LIST_LIMIT;
             if single_fault {
@@ -120,6 +124,7 @@ impl Model {
             summary,
             accesses,
             detail,
+            t_min: t_min.min(t_max),
             t_max,
         })
     }

@@ -45,18 +45,36 @@ fn log_pos(a: u64) -> f64 {
     (1.0 + a as f64 / UNIT).log2()
 }
 
-/// t_ns -> x pixel, linear from 0 to `max`.
+/// t_ns -> x pixel, linear from `min` to `max`.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeScale {
     pub x0: f64,
     pub width: f64,
+    pub min: u64,
     pub max: u64,
 }
 
 impl TimeScale {
+    /// The records' times with a 2 % margin each side (a guest's first DMA
+    /// comes tens of seconds into its boot: the axis starts near it).
+    pub fn around(x0: f64, width: f64, first: u64, last: u64) -> Self {
+        let margin = (last.saturating_sub(first) / 50).max(1);
+        TimeScale {
+            x0,
+            width,
+            min: first.saturating_sub(margin),
+            max: last.saturating_add(margin),
+        }
+    }
+
+    pub fn span(&self) -> u64 {
+        self.max.saturating_sub(self.min).max(1)
+    }
+
     #[allow(clippy::cast_precision_loss)]
     pub fn x(&self, t: u64) -> f64 {
-        self.x0 + self.width * (t as f64 / self.max.max(1) as f64).min(1.0)
+        let f = t.saturating_sub(self.min) as f64 / self.span() as f64;
+        self.x0 + self.width * f.min(1.0)
     }
 }
 

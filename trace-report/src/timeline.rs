@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use device_model::Outcome;
 
 use crate::model::Model;
-use crate::scale::{duration, TimeScale};
+use crate::scale::TimeScale;
 use crate::svg::{lane_of, LANES};
 
 const X0: f64 = crate::addrmap::X0;
@@ -25,17 +25,14 @@ fn row_y(row: u8) -> f64 {
 }
 
 pub fn render(model: &Model) -> String {
-    let scale = TimeScale {
-        x0: X0,
-        width: PLOT_W,
-        max: model.t_max.max(1),
-    };
+    let scale = TimeScale::around(X0, PLOT_W, model.t_min, model.t_max);
     let axis_y = row_y(5);
     let height = axis_y + 40.0;
     let mut o = String::with_capacity(64 * 1024);
     let _ = write!(
         o,
-        r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" data-x0="{X0}" data-w="{PLOT_W}" data-tmax="{tmax}">"#,
+        r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" data-x0="{X0}" data-w="{PLOT_W}" data-tmin="{tmin}" data-tmax="{tmax}">"#,
+        tmin = scale.min,
         tmax = scale.max
     );
     for (i, name) in ROWS.iter().enumerate() {
@@ -53,13 +50,6 @@ pub fn render(model: &Model) -> String {
         X0 + PLOT_W,
         X0 + PLOT_W / 2.0,
         axis_y + 34.0
-    );
-    let _ = write!(
-        o,
-        r#"<text class="t-end" x="{}" y="{}" text-anchor="end">{}</text>"#,
-        X0 + PLOT_W,
-        axis_y + 18.0,
-        duration(scale.max)
     );
     o.push_str(r#"<clipPath id="tl-clip"><rect x="150" y="0" width="1020" height="1000"/></clipPath><g class="tl-marks" clip-path="url(#tl-clip)">"#);
     spans(&mut o, model, &scale);
@@ -98,10 +88,10 @@ fn spans(o: &mut String, model: &Model, scale: &TimeScale) {
     let mut cols: BTreeMap<u64, u64> = BTreeMap::new();
     let bin = bin_ns(scale);
     for (t0, _, _) in spans.values() {
-        *cols.entry(t0 / bin).or_default() += 1;
+        *cols.entry(t0.saturating_sub(scale.min) / bin).or_default() += 1;
     }
     for (c, n) in cols {
-        let (t0, t1) = (c * bin, (c + 1) * bin);
+        let (t0, t1) = (scale.min + c * bin, scale.min + (c + 1) * bin);
         let x = scale.x(t0);
         let _ = write!(
             o,
@@ -114,7 +104,7 @@ fn spans(o: &mut String, model: &Model, scale: &TimeScale) {
 /// Nanoseconds per pixel column (at least 1).
 fn bin_ns(scale: &TimeScale) -> u64 {
     // The plot is 1020 px wide: a bin per px, rounded up.
-    scale.max.div_ceil(1020).max(1)
+    scale.span().div_ceil(1020).max(1)
 }
 
 fn segments(o: &mut String, model: &Model, scale: &TimeScale) {
@@ -123,7 +113,9 @@ fn segments(o: &mut String, model: &Model, scale: &TimeScale) {
     for a in &model.accesses {
         let lane = lane_of(a.dir) + 1;
         if !a.single {
-            *bins.entry((lane, a.outcome, a.t_ns / bin)).or_default() += 1;
+            *bins
+                .entry((lane, a.outcome, a.t_ns.saturating_sub(scale.min) / bin))
+                .or_default() += 1;
             continue;
         }
         let x = scale.x(a.t_ns) - 1.0;
@@ -147,7 +139,7 @@ fn segments(o: &mut String, model: &Model, scale: &TimeScale) {
         }
     }
     for ((lane, outcome, c), n) in bins {
-        let (t0, t1) = (c * bin, (c + 1) * bin);
+        let (t0, t1) = (scale.min + c * bin, scale.min + (c + 1) * bin);
         let x = scale.x(t0);
         let row = if outcome == Outcome::Ok { lane } else { 4 };
         let _ = write!(

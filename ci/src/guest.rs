@@ -73,6 +73,23 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
+/// Where the harness leaves consoles, traces and reports: one folder per
+/// checkout under `$DMALAB_CACHE/test-runs/`, so two checkouts testing at
+/// once (several worktrees on one machine) never overwrite each other's
+/// traces while they read them.
+pub fn runs_dir() -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let root = crate::workspace_root();
+    let mut h = std::hash::DefaultHasher::new();
+    root.hash(&mut h);
+    let name = root
+        .file_name()
+        .map_or_else(|| "root".into(), |n| n.to_string_lossy().into_owned());
+    cache_dir()
+        .join("test-runs")
+        .join(format!("{name}-{:08x}", h.finish() & 0xffff_ffff))
+}
+
 /// One guest to boot.
 #[derive(Clone, Debug)]
 pub struct GuestSpec {

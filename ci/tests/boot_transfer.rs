@@ -29,7 +29,7 @@ struct Booted {
 }
 
 fn out_dir() -> PathBuf {
-    guest::cache_dir().join("test-runs")
+    guest::runs_dir()
 }
 
 fn boot(spec: GuestSpec) -> Option<Booted> {

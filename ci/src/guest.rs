@@ -33,20 +33,10 @@ impl Artifacts {
                 images.display()
             ));
         }
-        let dmalab = match std::env::var_os("DMALAB_BIN") {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let target = crate::build::target_dir();
-                ["release", "debug"]
-                    .iter()
-                    .map(|p| target.join(p).join("dmalab"))
-                    .find(|p| p.is_file())
-                    .ok_or_else(|| {
-                        "no dmalab binary (run `cargo build --release -p vmm`)".to_string()
-                    })?
-            }
-        };
-        Ok(Artifacts { images, dmalab })
+        Ok(Artifacts {
+            images,
+            dmalab: dmalab_binary()?,
+        })
     }
 
     /// Like [`Artifacts::find`], but prints why a test is skipped, and panics
@@ -63,6 +53,20 @@ impl Artifacts {
             }
         }
     }
+}
+
+/// The dmalab binary alone: DMALAB_BIN (set by `cargo xtask test`), else
+/// the workspace's own release or debug build.
+pub fn dmalab_binary() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("DMALAB_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = crate::build::target_dir();
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("dmalab"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| "no dmalab binary (run `cargo build --release -p vmm`)".to_string())
 }
 
 pub fn cache_dir() -> PathBuf {

@@ -384,7 +384,9 @@ fn trace_report_opens_in_headless_chromium() {
     };
     let t = check_trace_complete(b);
     let trace = b.run.trace.as_ref().expect("a trace");
-    let dmalab = Artifacts::find().expect("artifacts").dmalab;
+    // The binary only: the images may be gone by now (another checkout's
+    // build prunes the cache), and this test reads the trace it left.
+    let dmalab = guest::dmalab_binary().expect("the dmalab binary");
     let report = out_dir().join(format!("{}.report.html", b.run.name));
     let out = std::process::Command::new(&dmalab)
         .args(["trace", "view"])

@@ -239,7 +239,7 @@ mod tests {
         let e = VmError::Cmdline(CmdlineError::TooLong { len: 9999 });
         assert_eq!(e.exit_code(), ExitCode::Usage);
         let spec = crate::pci::parse_device_spec("dma24").unwrap();
-        let trace = crate::pci::open_trace(Path::new("/nonexistent-dir/t.jsonl"), &spec);
+        let trace = crate::pci::open_trace(Path::new("/nonexistent-dir/t.jsonl"), &spec, 64 << 20);
         let e = VmError::Attach(trace.err().unwrap());
         assert_eq!(e.exit_code(), ExitCode::Usage);
     }

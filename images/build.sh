@@ -39,9 +39,11 @@ keys)
     ;;
 versions)
     apt_private_update
-    for p in "$KERNEL_PKG" rust-src busybox-static; do
+    for p in "$KERNEL_PKG" rust-src; do
         apt_private policy "$p" | sed -n '1,12p'
     done
+    echo "busybox (source, $BUSYBOX_SRC_SUITE):"
+    apt_private showsrc busybox | awk '/^Version:/ {print "  " $2}' 
     ;;
 build)
     mkdir -p "$CACHE"

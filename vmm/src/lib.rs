@@ -19,6 +19,7 @@ pub mod eventloop;
 pub mod exit;
 pub mod fault;
 pub mod i8042;
+pub mod initrd_module;
 pub mod loader;
 pub mod logger;
 pub mod memory;

@@ -24,6 +24,7 @@ use crate::debugport::{DebugPorts, DEBUG_PORTS_BASE, DEBUG_PORTS_LEN};
 use crate::eventloop::{Console, VmmLoop};
 use crate::exit::{ExitCode, VmControl};
 use crate::i8042::{I8042, I8042_BASE, I8042_LEN};
+use crate::initrd_module::{ModuleArchive, ModuleError};
 use crate::loader::{self, LoaderError};
 use crate::logger;
 use crate::memory::{self, MemoryError, KVM_TSS_ADDR};
@@ -54,6 +55,9 @@ pub struct VmConfig {
     pub device: Option<device_model::Dma24Config>,
     /// Where the device's DMA trace goes.
     pub trace: Option<PathBuf>,
+    /// A kernel module put in front of the initrd for /init to load.
+    pub module: Option<PathBuf>,
+    pub module_args: Option<String>,
 }
 
 /// Errors setting up or running the VM.
@@ -63,6 +67,8 @@ pub enum VmError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Module(#[from] ModuleError),
     #[error(
         "cannot open {0}: it does not exist. dmalab needs KVM: load the kvm module \
          (kvm_intel, kvm_amd or kvm_pvm) or run on a host that provides it"
@@ -110,6 +116,7 @@ impl VmError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             VmError::Loader(_)
+            | VmError::Module(_)
             | VmError::Memory(MemoryError::BadSize(_))
             | VmError::Attach(AttachError::Trace(_) | AttachError::Options { .. }) => {
                 ExitCode::Usage
@@ -230,7 +237,16 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
         .as_deref()
         .map(loader::inspect_initrd)
         .transpose()?;
-    loader::check_memory(&kernel, initrd.as_ref(), mem_size)?;
+    let module = match (&cfg.module, &initrd) {
+        (None, _) => None,
+        (Some(_), None) => return Err(ModuleError::NoInitrd.into()),
+        (Some(m), Some(_)) => Some(ModuleArchive::from_file(m, cfg.module_args.as_deref())?),
+    };
+    let with_module = initrd.clone().map(|mut i| {
+        i.size += module.as_ref().map_or(0, ModuleArchive::len);
+        i
+    });
+    loader::check_memory(&kernel, with_module.as_ref(), mem_size)?;
     // The trace file too: an unwritable path is the user's to fix. Its clock
     // (t_ns in every record) starts here, at VM creation.
     let trace = match (&cfg.device, &cfg.trace) {
@@ -262,6 +278,13 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
         .as_ref()
         .map(|i| loader::load_initrd(&mem, i, &kernel, mem_size))
         .transpose()?;
+    let li = match (li, &module) {
+        (Some(i), Some(m)) => {
+            log::info!("module {} in front of the initrd", m.file_name);
+            Some(m.prepend_to(&mem, i, kernel.end.div_ceil(4096) * 4096)?)
+        }
+        (li, _) => li,
+    };
     log::info!(
         "kernel {} ({:?}, entry {:#x} via {}){}",
         kernel.path.display(),
@@ -563,6 +586,8 @@ mod tests {
             stdin: false,
             device: None,
             trace: None,
+            module: None,
+            module_args: None,
         };
         let e = run(&cfg).unwrap_err();
         assert!(
@@ -581,10 +606,31 @@ mod tests {
         std::io::Write::write_all(&mut t.as_file(), &elf).unwrap();
         let e = run(&VmConfig {
             kernel: t.as_path().to_path_buf(),
-            ..cfg
+            ..cfg.clone()
         })
         .unwrap_err();
         assert!(matches!(e, VmError::NoKvm(_)), "{e}");
+        // --module: a file that is not a .ko, or no initrd for it, is the user's error.
+        let initrd = vmm_sys_util::tempfile::TempFile::new().unwrap();
+        std::io::Write::write_all(&mut initrd.as_file(), b"070701").unwrap();
+        let with_module = VmConfig {
+            kernel: t.as_path().to_path_buf(),
+            initrd: Some(initrd.as_path().to_path_buf()),
+            module: Some(initrd.as_path().to_path_buf()),
+            ..cfg.clone()
+        };
+        let e = run(&with_module).unwrap_err();
+        assert!(
+            matches!(e, VmError::Module(ModuleError::NotAModule { .. })),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), ExitCode::Usage);
+        let e = run(&VmConfig {
+            initrd: None,
+            ..with_module
+        })
+        .unwrap_err();
+        assert!(matches!(e, VmError::Module(ModuleError::NoInitrd)), "{e}");
         // SAFETY: as above.
         unsafe { std::env::remove_var("DMALAB_KVM_DEVICE") };
     }

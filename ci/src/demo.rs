@@ -16,7 +16,33 @@ use crate::images;
 /// table (the default 65536 entries cost 4 s of emulated boot).
 pub const GUEST_CMDLINE: &str = "dma_debug_entries=1024";
 
-pub fn run() -> Result<(), String> {
+/// `cargo xtask demo [--module FILE [--module-args STR]]`.
+pub const USAGE: &str = "usage: cargo xtask demo [--module FILE.ko [--module-args \"name=value ...\"]]";
+
+/// The demo's options: a developer's own module instead of the images' dmalab.ko.
+fn parse_args(args: &[String]) -> Result<(Option<String>, Option<String>), String> {
+    let (mut module, mut module_args) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--module" => module = Some(value()?),
+            "--module-args" => module_args = Some(value()?),
+            other => return Err(format!("unknown option {other:?}\n{USAGE}")),
+        }
+    }
+    if module_args.is_some() && module.is_none() {
+        return Err(format!("--module-args needs --module\n{USAGE}"));
+    }
+    Ok((module, module_args))
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let (module, module_args) = parse_args(args)?;
     let started = Instant::now();
     let dir = images::build()?;
     let dmalab = build_dmalab()?;
@@ -29,8 +55,16 @@ pub fn run() -> Result<(), String> {
         console_log.display()
     );
 
-    let mut child = Command::new(&dmalab)
-        .arg("run")
+    let mut cmd = Command::new(&dmalab);
+    cmd.arg("run");
+    if let Some(m) = &module {
+        eprintln!("demo: with your module {m} instead of the images' dmalab.ko");
+        cmd.arg("--module").arg(m);
+    }
+    if let Some(a) = &module_args {
+        cmd.arg("--module-args").arg(a);
+    }
+    let mut child = cmd
         .arg("--kernel")
         .arg(dir.join("vmlinux"))
         .arg("--initrd")

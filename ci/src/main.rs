@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("images") => images::build().map(|dir| println!("{}", dir.display())),
-        Some("demo") => demo::run(),
+        Some("demo") => demo::run(&args[1..]),
         Some("test") => run_tests(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         _ => return usage(),

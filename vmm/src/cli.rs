@@ -57,7 +57,7 @@ pub struct Cli {
 pub enum Command {
     /// Boot a Linux guest.
     #[command(after_long_help = EXIT_CODES_HELP)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Read a DMA trace written by `run --trace`.
     #[command(subcommand)]
     Trace(TraceCommand),
@@ -241,7 +241,7 @@ mod tests {
 
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args).unwrap().command {
-            Command::Run(r) => r,
+            Command::Run(r) => *r,
             other => panic!("not run: {other:?}"),
         }
     }

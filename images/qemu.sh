@@ -29,11 +29,8 @@ QEMU_SUITE=${QEMU_SUITE:-trixie}
 QEMU_BACKPORTS=${QEMU_BACKPORTS:-trixie-backports}
 QEMU_PKG=qemu-system-x86
 
-step() { printf '[qemu %4ds] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
-die() {
-    printf 'qemu.sh: error: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=lib/common.sh
+. "$REPO/images/lib/common.sh" # step, die, run_logged
 
 # Keyed on what shapes the root: suite, mirror, package, and a recipe
 # number to bump when the install steps below change.
@@ -57,27 +54,6 @@ trap 'unmount_all; exit 130' INT TERM
 mount_into_root() {
     mount --bind /dev "$1/dev" && MOUNTED+=("$1/dev")
     mount -t proc proc "$1/proc" && MOUNTED+=("$1/proc")
-}
-
-# Runs a long command with its output in a log, a progress line every 15 s.
-run_logged() {
-    local what=$1 log=$2
-    shift 2
-    local start=$SECONDS next=$((SECONDS + 15))
-    "$@" >"$log" 2>&1 &
-    local pid=$!
-    while kill -0 "$pid" 2>/dev/null; do
-        sleep 1
-        if ((SECONDS >= next)); then
-            step "$what: $((SECONDS - start)) s, $(tail -n1 "$log" | cut -c1-70)"
-            next=$((next + 15))
-        fi
-    done
-    if ! wait "$pid"; then
-        tail -n 30 "$log" >&2
-        die "$what failed after $((SECONDS - start)) s (full log: $log)"
-    fi
-    step "$what: done in $((SECONDS - start)) s"
 }
 
 write_wrapper() {

@@ -17,7 +17,8 @@ use crate::images;
 pub const GUEST_CMDLINE: &str = "dma_debug_entries=1024";
 
 /// `cargo xtask demo [--module FILE [--module-args STR]]`.
-pub const USAGE: &str = "usage: cargo xtask demo [--module FILE.ko [--module-args \"name=value ...\"]]";
+pub const USAGE: &str =
+    "usage: cargo xtask demo [--module FILE.ko [--module-args \"name=value ...\"]]";
 
 /// The demo's options: a developer's own module instead of the images' dmalab.ko.
 fn parse_args(args: &[String]) -> Result<(Option<String>, Option<String>), String> {

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::analysis::{analyse_boot, boot_phases, Boot};
-use super::machine::{command_line_out, ensure_current_qemu, ensure_qemu};
+use super::machine::{command_line_out, ensure_qemu};
 use super::memory::guest_ram_regions;
 use super::stats::Stats;
 use super::table::{fmt_stats, row};
@@ -72,7 +72,7 @@ fn peers(ctx: &mut Ctx) -> (Vec<Peer>, Vec<(Vmm, String)>) {
     }
     progress("QEMU peers: a current QEMU (images/qemu.sh) and the machine's own");
     for (vmm, path) in [
-        (Vmm::Qemu, ensure_current_qemu()),
+        (Vmm::Qemu, crate::images::current_qemu()),
         (Vmm::QemuBookworm, ensure_qemu()),
     ] {
         match path {

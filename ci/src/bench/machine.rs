@@ -115,32 +115,6 @@ fn in_path(prog: &str) -> Option<PathBuf> {
     })
 }
 
-/// A current QEMU (11.x from trixie-backports in a cached trixie root):
-/// `images/qemu.sh install` (progress on stderr), which prints the path of
-/// its wrapper last.
-pub(super) fn ensure_current_qemu() -> Result<PathBuf, String> {
-    let script = images::repo_root().join("images/qemu.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("install")
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} install failed ({}): see its messages above",
-            script.display(),
-            out.status
-        ));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .ok_or_else(|| format!("{} printed no QEMU path", script.display()))
-}
-
 /// `qemu-system-x86_64` of the machine's own suite, installed with apt (Debian's qemu-system-x86) when
 /// missing and we are root.
 pub(super) fn ensure_qemu() -> Result<PathBuf, String> {

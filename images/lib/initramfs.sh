@@ -1,15 +1,17 @@
 # The initramfs: an uncompressed cpio (the guest kernel has no decompressors:
 # decompressing in an emulated guest kernel is slow) with a small static
 # busybox built from source, the init script, the driver module and the
-# user-space test tool when present; at most INITRAMFS_BUDGET_BYTES.
+# user-space test tool when present; at most INITRAMFS_BUDGET_BYTES (a
+# warning here, a failing test in ci/tests/module_option.rs).
 # Built with the kernel's own gen_init_cpio, so no root and no device nodes on
 # the host are needed.
 
-# The busybox applets the init script and a person at the shell use; each is
-# a symlink in the cpio (installing all of them at boot costs seconds). Every
-# one must be in initramfs/busybox.config (checked after the build).
+# The busybox applets the init script and a person at the shell use; every
+# one must be in initramfs/busybox.config (checked after the build). Only
+# /bin/sh is a link: with FEATURE_SH_STANDALONE the shell runs applets by
+# name without a PATH lookup, and each link costs cpio bytes.
 BUSYBOX_APPLETS="sh ash mount umount cat echo printf ls mkdir rm cp mv ln grep head tail
-wc sleep dmesg insmod rmmod lsmod reboot poweroff halt setsid hexdump dd sync uname
+wc sleep dmesg insmod rmmod lsmod reboot poweroff halt setsid sync uname
 test [ true false env kill"
 
 # Headers of the kernel's user API for musl-gcc, which has only musl's own:
@@ -138,7 +140,9 @@ build_initramfs() {
     build_busybox
     build_guest_tool
     step "building the initramfs"
-    local list=$INITRAMFS_DIR/files.txt a
+    local list=$INITRAMFS_DIR/files.txt
+    # The init script without its comment lines (3 KB of the cpio).
+    sed '1!{/^[[:space:]]*#/d}' "$IMAGES/initramfs/init" >"$INITRAMFS_DIR/init"
     # Debug info and local symbols are of no use in the guest and cost
     # unpack and insmod time there (the relocations' symbols stay).
     if [ -n "${MODULE_DIR:-}" ] && [ -f "$MODULE_DIR/dmalab.ko" ]; then
@@ -154,13 +158,11 @@ build_initramfs() {
         echo "dir /tmp 1777 0 0"
         echo "dir /lib 0755 0 0"
         echo "dir /lib/modules 0755 0 0"
-        echo "file /init $IMAGES/initramfs/init 0755 0 0"
+        echo "file /init $INITRAMFS_DIR/init 0755 0 0"
         echo "dir /etc 0755 0 0"
         echo "file /etc/fstab $IMAGES/initramfs/fstab 0644 0 0"
         echo "file /bin/busybox $BUSYBOX_BIN 0755 0 0"
-        for a in $BUSYBOX_APPLETS; do
-            echo "slink /bin/$a busybox 0777 0 0"
-        done
+        echo "slink /bin/sh busybox 0777 0 0"
         if [ -n "${MODULE_DIR:-}" ] && [ -f "$MODULE_DIR/dmalab.ko" ]; then
             echo "file /lib/modules/dmalab.ko $INITRAMFS_DIR/dmalab.ko 0644 0 0"
         fi
@@ -172,10 +174,10 @@ build_initramfs() {
         die "gen_init_cpio failed on $list"
     local size
     size=$(stat -c %s "$INITRAMFS_DIR/initramfs.cpio")
-    step "initramfs: $size bytes (budget $INITRAMFS_BUDGET_BYTES)"
+    step "initramfs: $size bytes (budget $INITRAMFS_BUDGET_BYTES): busybox $(stat -c %s "$BUSYBOX_BIN"), dma24-tool $(stat -c %s "${GUEST_TOOL:-/dev/null}"), dmalab.ko $(stat -c %s "$INITRAMFS_DIR/dmalab.ko" 2>/dev/null || echo 0)"
+    # A warning here (the images still build); ci/tests/module_option.rs fails on it.
     if [ "$size" -gt "$INITRAMFS_BUDGET_BYTES" ]; then
-        rm -f "$INITRAMFS_DIR/initramfs.cpio"
-        die "the initramfs is $size bytes, over its budget of $INITRAMFS_BUDGET_BYTES (images/versions.env): every byte costs boot time on PVM hosts; shrink busybox (initramfs/busybox.config), the tool or the module, or raise the budget with a reason"
+        step "WARNING: the initramfs is $size bytes, over its budget of $INITRAMFS_BUDGET_BYTES (images/versions.env): every byte costs boot time on PVM hosts; shrink busybox (initramfs/busybox.config), the tool or the module, or raise the budget with a reason"
     fi
 }
 

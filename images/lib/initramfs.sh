@@ -2,7 +2,7 @@
 # decompressing in an emulated guest kernel is slow) with a small static
 # busybox built from source, the init script, the driver module and the
 # user-space test tool when present; at most INITRAMFS_BUDGET_BYTES (a
-# warning here, a failing test in ci/tests/module_option.rs).
+# warning here, a failing test in ci/tests/initramfs_budget.rs).
 # Built with the kernel's own gen_init_cpio, so no root and no device nodes on
 # the host are needed.
 
@@ -175,7 +175,7 @@ build_initramfs() {
     local size
     size=$(stat -c %s "$INITRAMFS_DIR/initramfs.cpio")
     step "initramfs: $size bytes (budget $INITRAMFS_BUDGET_BYTES): busybox $(stat -c %s "$BUSYBOX_BIN"), dma24-tool $(stat -c %s "${GUEST_TOOL:-/dev/null}"), dmalab.ko $(stat -c %s "$INITRAMFS_DIR/dmalab.ko" 2>/dev/null || echo 0)"
-    # A warning here (the images still build); ci/tests/module_option.rs fails on it.
+    # A warning here (the images still build); ci/tests/initramfs_budget.rs fails on it.
     if [ "$size" -gt "$INITRAMFS_BUDGET_BYTES" ]; then
         step "WARNING: the initramfs is $size bytes, over its budget of $INITRAMFS_BUDGET_BYTES (images/versions.env): every byte costs boot time on PVM hosts; shrink busybox (initramfs/busybox.config), the tool or the module, or raise the budget with a reason"
     fi

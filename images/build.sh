@@ -21,6 +21,8 @@ T0=$(date +%s)
 
 # shellcheck source=versions.env
 . "$IMAGES/versions.env"
+# shellcheck source=initramfs/initramfs.env
+. "$IMAGES/initramfs/initramfs.env"
 # shellcheck source=lib/common.sh
 . "$IMAGES/lib/common.sh"
 # shellcheck source=lib/tools.sh

@@ -1,4 +1,4 @@
-//! The initramfs stays within its size budget (images/versions.env,
+//! The initramfs stays within its size budget (images/initramfs/initramfs.env,
 //! INITRAMFS_BUDGET_BYTES): on PVM hosts the guest kernel copies every byte
 //! at about 3 s/MiB before /init runs. The image build only warns.
 //!
@@ -7,8 +7,8 @@
 
 use ci::guest::Artifacts;
 
-fn versions_env(key: &str) -> Option<String> {
-    let env = std::fs::read_to_string(ci::workspace_root().join("images/versions.env")).ok()?;
+fn initramfs_env(key: &str) -> Option<String> {
+    let env = std::fs::read_to_string(ci::workspace_root().join("images/initramfs/initramfs.env")).ok()?;
     env.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .map(|v| v.trim_matches('"').to_string())
@@ -19,16 +19,16 @@ fn initramfs_stays_within_its_budget() {
     let Some(a) = Artifacts::for_test("initramfs_stays_within_its_budget") else {
         return;
     };
-    let budget: u64 = versions_env("INITRAMFS_BUDGET_BYTES")
+    let budget: u64 = initramfs_env("INITRAMFS_BUDGET_BYTES")
         .and_then(|v| v.parse().ok())
-        .expect("images/versions.env has INITRAMFS_BUDGET_BYTES");
+        .expect("images/initramfs/initramfs.env has INITRAMFS_BUDGET_BYTES");
     let cpio = a.images.join("initramfs.cpio");
     let size = std::fs::metadata(&cpio)
         .unwrap_or_else(|e| panic!("{}: {e}", cpio.display()))
         .len();
     assert!(
         size <= budget,
-        "{} is {size} bytes, over its budget of {budget} (images/versions.env)",
+        "{} is {size} bytes, over its budget of {budget} (images/initramfs/initramfs.env)",
         cpio.display()
     );
 }

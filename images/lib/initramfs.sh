@@ -177,7 +177,7 @@ build_initramfs() {
     step "initramfs: $size bytes (budget $INITRAMFS_BUDGET_BYTES): busybox $(stat -c %s "$BUSYBOX_BIN"), dma24-tool $(stat -c %s "${GUEST_TOOL:-/dev/null}"), dmalab.ko $(stat -c %s "$INITRAMFS_DIR/dmalab.ko" 2>/dev/null || echo 0)"
     # A warning here (the images still build); ci/tests/initramfs_budget.rs fails on it.
     if [ "$size" -gt "$INITRAMFS_BUDGET_BYTES" ]; then
-        step "WARNING: the initramfs is $size bytes, over its budget of $INITRAMFS_BUDGET_BYTES (images/versions.env): every byte costs boot time on PVM hosts; shrink busybox (initramfs/busybox.config), the tool or the module, or raise the budget with a reason"
+        step "WARNING: the initramfs is $size bytes, over its budget of $INITRAMFS_BUDGET_BYTES (images/initramfs/initramfs.env): every byte costs boot time on PVM hosts; shrink busybox (initramfs/busybox.config), the tool or the module, or raise the budget with a reason"
     fi
 }
 

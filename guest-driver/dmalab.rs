@@ -4,16 +4,21 @@
 //! DMA mask (1234:d024), written to show how constrained hardware must be
 //! driven through the DMA API.
 //!
-//! - `src/regs.rs`: the register map (mirror of `device-model/src/regs.rs`).
-//! - `src/dma_raw.rs`: allocators and streaming DMA mappings through raw
-//!   bindings, behind safe wrappers.
+//! - `src/regs.rs`: the register map. A symlink to
+//!   `device-model/src/regs.rs`, the one file both sides compile.
+//! - `src/pattern.rs`: the test pattern, shared with the guest tool.
+//! - `src/dma_raw.rs`, `src/dma_sg.rs`: allocators and streaming DMA
+//!   mappings (single, scatter-gather) through raw bindings, behind safe
+//!   wrappers.
 //! - `src/sys.rs`: other raw glue (IRQ completion with timeout, KUnit skip).
-//! - `src/device.rs`: PCI probe/unbind, IRQ handler, registry of devices.
+//! - `src/probe.rs`: the PCI driver (probe, unbind) and module parameters.
+//! - `src/state.rs`: one bound device's state and its interrupt handler.
+//! - `src/registry.rs`: the bound devices and module-wide objects.
 //! - `src/transfer.rs`: programming the engine, errors -> errnos.
 //! - `src/alloc_lab.rs`: the buffer sources and round trips.
 //! - `src/chardev.rs`: `/dev/dma24-N` and its ioctls.
 //! - `src/debugfs.rs`: `/sys/kernel/debug/dmalab/dma24-N/`.
-//! - `src/tests.rs`: KUnit suites run against a bound device.
+//! - `src/tests/`: the KUnit suites, one file each, run against a bound device.
 
 use kernel::{debugfs, driver, pci, prelude::*, sync::Arc};
 
@@ -23,15 +28,28 @@ mod alloc_lab;
 mod chardev;
 #[path = "src/debugfs.rs"]
 mod debugfs_files;
-#[path = "src/device.rs"]
-mod device;
 #[path = "src/dma_raw.rs"]
 mod dma_raw;
+#[path = "src/dma_sg.rs"]
+mod dma_sg;
+// Shared with the guest tool, which exports it: `pub` there.
+#[allow(unreachable_pub)]
+#[path = "src/pattern.rs"]
+mod pattern;
+#[path = "src/probe.rs"]
+mod probe;
+#[path = "src/registry.rs"]
+mod registry;
+// The device model's map, `pub` there: the driver uses most of it, not all
+// (PCI class codes, the reserved-bit masks only the device checks).
+#[allow(dead_code, unreachable_pub)]
 #[path = "src/regs.rs"]
 mod regs;
+#[path = "src/state.rs"]
+mod state;
 #[path = "src/sys.rs"]
 mod sys;
-#[path = "src/tests.rs"]
+#[path = "src/tests/mod.rs"]
 mod tests;
 #[path = "src/transfer.rs"]
 mod transfer;
@@ -66,19 +84,19 @@ struct Globals;
 
 impl Globals {
     fn new() -> Result<Self> {
-        device::registry_init();
+        registry::init();
         let cache = Arc::new(
             dma_raw::DmaCache::new(c"dmalab_dma", transfer::CHUNK)?,
             GFP_KERNEL,
         )?;
-        device::registry_set_globals(debugfs::Dir::new(c"dmalab"), cache);
+        registry::set_globals(debugfs::Dir::new(c"dmalab"), cache);
         Ok(Globals)
     }
 }
 
 impl Drop for Globals {
     fn drop(&mut self) {
-        device::registry_exit();
+        registry::exit();
     }
 }
 
@@ -86,7 +104,7 @@ impl Drop for Globals {
 struct Dmalab {
     // Drops first: unbinding every device before the globals go.
     #[pin]
-    driver: driver::Registration<pci::Adapter<device::Dma24Driver>>,
+    driver: driver::Registration<pci::Adapter<probe::Dma24Driver>>,
     globals: Globals,
 }
 

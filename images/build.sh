@@ -29,6 +29,8 @@ T0=$(date +%s)
 . "$IMAGES/lib/tools.sh"
 # shellcheck source=lib/kernel.sh
 . "$IMAGES/lib/kernel.sh"
+# shellcheck source=lib/driver.sh
+. "$IMAGES/lib/driver.sh"
 # shellcheck source=lib/initramfs.sh
 . "$IMAGES/lib/initramfs.sh"
 
@@ -66,6 +68,7 @@ build)
     fetch_debs
     build_kernel
     build_module
+    check_module_clippy
     build_builtin_kernel
     build_initramfs
     publish_images "$out"

@@ -23,7 +23,8 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// A scratch copy of the inputs the keys read: images/ and guest-driver/.
+/// A scratch copy of the inputs the keys read: images/, guest-driver/ and
+/// the register map it links to (as in the repo: a symlink).
 fn scratch_repo(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dmalab-keys-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -31,6 +32,18 @@ fn scratch_repo(name: &str) -> PathBuf {
     fs::create_dir_all(dir.join("guest-driver")).unwrap();
     fs::write(dir.join("guest-driver/Kbuild"), "obj-m := dmalab.o\n").unwrap();
     fs::write(dir.join("guest-driver/dmalab.rs"), "// driver\n").unwrap();
+    fs::create_dir_all(dir.join("device-model/src")).unwrap();
+    fs::write(
+        dir.join("device-model/src/regs.rs"),
+        "pub const REG_MAGIC: u64 = 0;\n",
+    )
+    .unwrap();
+    fs::create_dir_all(dir.join("guest-driver/src")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../device-model/src/regs.rs",
+        dir.join("guest-driver/src/regs.rs"),
+    )
+    .unwrap();
     fs::create_dir_all(dir.join("guest-driver/tool/src")).unwrap();
     fs::write(dir.join("guest-driver/tool/src/main.rs"), "fn main() {}\n").unwrap();
     dir
@@ -125,15 +138,28 @@ fn a_new_patch_moves_the_kernel_key() {
 
 #[test]
 fn driver_source_moves_driver_keys_not_the_kernel() {
-    let repo = scratch_repo("driver");
-    let before = keys(&repo);
-    append(&repo.join("guest-driver/dmalab.rs"), "// more\n");
-    let after = keys(&repo);
-    assert_eq!(
-        changed(&before, &after),
-        ["builtin", "driver", "images", "initramfs"]
-    );
-    fs::remove_dir_all(repo).unwrap();
+    // The register map is compiled by the driver through a symlink, and
+    // driver.sh holds the module's checks: both are driver inputs.
+    for (what, file, line) in [
+        ("source", "guest-driver/dmalab.rs", "// more\n"),
+        (
+            "regs",
+            "device-model/src/regs.rs",
+            "pub const REG_NEW: u64 = 8;\n",
+        ),
+        ("checks", "images/lib/driver.sh", "# changed\n"),
+    ] {
+        let repo = scratch_repo(what);
+        let before = keys(&repo);
+        append(&repo.join(file), line);
+        let after = keys(&repo);
+        assert_eq!(
+            changed(&before, &after),
+            ["builtin", "driver", "images", "initramfs"],
+            "changing {file}"
+        );
+        fs::remove_dir_all(repo).unwrap();
+    }
 }
 
 #[test]

@@ -159,4 +159,18 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted, (1..=10).collect::<Vec<u32>>());
     }
+
+    #[test]
+    fn every_error_code_has_a_name_and_a_cause() {
+        for code in regs::ERR_NONE..=regs::ERR_ABORTED {
+            assert_ne!(regs::err_name(code), "ERR_UNKNOWN", "code {code}");
+            assert_ne!(
+                regs::err_cause(code),
+                "unknown device error code",
+                "code {code}"
+            );
+        }
+        assert_eq!(regs::err_name(regs::ERR_ABORTED + 1), "ERR_UNKNOWN");
+        assert_eq!(regs::err_name(regs::ERR_BAD_COMMAND), "ERR_BAD_COMMAND");
+    }
 }

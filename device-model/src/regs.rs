@@ -1,10 +1,19 @@
 //! The dma24 register map: BAR0, 4 KiB of little-endian MMIO registers.
 //!
-//! This file is the single source of truth for offsets and bit values; the
-//! guest driver (`guest-driver/src/regs.rs`) mirrors it and the README's
-//! register table documents it. Every register accepts 1, 2, 4 and 8-byte
-//! accesses at any offset inside it; a 64-bit register can be accessed as two
-//! 32-bit halves. Unlisted offsets read as zero and ignore writes.
+//! This file is the single source of the map for both sides of the contract:
+//! the device model (`crate::regs`) and the guest driver, which compiles this
+//! very file into its kernel module (`guest-driver/src/regs.rs` is a symlink
+//! to it; the images recipe copies the file it points at). So it holds
+//! constants and `const fn`s only and uses nothing but `core` through
+//! primitive methods: no `use`, no `std`, no macros, nothing a `no_std` kernel
+//! crate could not compile. `ci/tests/one_source.rs` checks all of that.
+//!
+//! Types are the device model's: offsets and sizes `u64` (bus side), BAR
+//! numbers `u8`, register values `u32`. The driver converts at its accessors.
+//!
+//! Every register accepts 1, 2, 4 and 8-byte accesses at any offset inside
+//! it; a 64-bit register can be accessed as two 32-bit halves. Unlisted
+//! offsets read as zero and ignore writes.
 
 /// PCI identity.
 pub const VENDOR_ID: u16 = 0x1234;
@@ -134,3 +143,47 @@ pub const DESC_CHAIN: u32 = 1 << 1;
 pub const DESC_RESERVED: u32 = !(DESC_LAST | DESC_CHAIN);
 pub const SG_MAX_SEGMENTS: usize = 256;
 pub const SG_MAX_DESCRIPTORS: usize = 1024;
+
+/// Symbolic name of a REG_ERROR code (as spelled here) and what it means in
+/// words (the driver's `dev_err` lines).
+pub const fn err_describe(code: u32) -> (&'static str, &'static str) {
+    match code {
+        ERR_NONE => ("ERR_NONE", "no error"),
+        ERR_MASK => ("ERR_MASK", "bus address beyond the device's DMA mask"),
+        ERR_RAM => ("ERR_RAM", "bus address range is not guest RAM"),
+        ERR_BME_OFF => (
+            "ERR_BME_OFF",
+            "bus mastering is disabled in the PCI Command register",
+        ),
+        ERR_BAD_LENGTH => ("ERR_BAD_LENGTH", "zero length or longer than device memory"),
+        ERR_BAD_OFFSET => (
+            "ERR_BAD_OFFSET",
+            "device offset + length past the end of device memory",
+        ),
+        ERR_BAD_DESCRIPTOR => (
+            "ERR_BAD_DESCRIPTOR",
+            "scatter-gather descriptor with reserved flags or zero length",
+        ),
+        ERR_DESC_LIST_TOO_LONG => (
+            "ERR_DESC_LIST_TOO_LONG",
+            "too many scatter-gather descriptors (or a CHAIN loop)",
+        ),
+        ERR_BUSY => ("ERR_BUSY", "START while a transfer was running"),
+        ERR_BAD_COMMAND => (
+            "ERR_BAD_COMMAND",
+            "reserved bits set in the command register",
+        ),
+        ERR_ABORTED => ("ERR_ABORTED", "transfer aborted by an engine reset"),
+        _ => ("ERR_UNKNOWN", "unknown device error code"),
+    }
+}
+
+/// Symbolic name of a REG_ERROR code.
+pub const fn err_name(code: u32) -> &'static str {
+    err_describe(code).0
+}
+
+/// What a REG_ERROR code means, in words.
+pub const fn err_cause(code: u32) -> &'static str {
+    err_describe(code).1
+}

@@ -7,9 +7,11 @@
 //! README.md ("Allocator lab").
 
 use crate::{
-    device::{bump, DevCounters, ErrorSource, LastError, Live},
-    dma_raw::{KBuf, SgBuf, SgMap, SingleMap},
-    transfer::{Dir, CHUNK},
+    dma_raw::{KBuf, SingleMap},
+    dma_sg::{SgBuf, SgMap},
+    pattern,
+    state::{bump, DevCounters, ErrorSource, LastError},
+    transfer::{Dir, Live, CHUNK},
 };
 use kernel::{io::Io, prelude::*};
 
@@ -151,103 +153,27 @@ pub(crate) enum Mapping<'a> {
     Sg(SgMap<'a>),
 }
 
-impl Mapping<'_> {
-    /// Calls `f` on the first `len` bytes, in order, piece by piece (one
-    /// piece for contiguous buffers), after syncing them for the CPU; stops
-    /// when `f` returns `false`.
-    pub(crate) fn cpu(&mut self, len: usize, mut f: impl FnMut(&mut [u8]) -> bool) {
-        match self {
-            Mapping::Single(m) => {
-                let bytes = m.cpu();
-                let n = len.min(bytes.len());
-                f(&mut bytes[..n]);
-            }
-            Mapping::Sg(m) => m.cpu(len, f),
-        }
-    }
-}
-
-/// The test pattern: byte `i` of a buffer filled with `seed`. The same
-/// formula as `dma24_tool::pattern::bytes` on the host, so the host harness
-/// can recompute the trace hash of every round trip reported by an
-/// `xfer` line (see `round_trip_inner`).
-pub(crate) fn pattern(seed: u8, i: usize) -> u8 {
-    ((i as u8)
-        .wrapping_mul(31)
-        .wrapping_add(seed)
-        .wrapping_add((i >> 8) as u8))
-        ^ 0xa5
-}
-
-/// Fills the first `len` bytes of `map` with the pattern.
-pub(crate) fn fill(map: &mut Mapping<'_>, len: usize, seed: u8) {
-    let mut i = 0;
-    map.cpu(len, |piece| {
-        for b in piece.iter_mut() {
-            *b = pattern(seed, i);
-            i += 1;
-        }
-        true
-    });
-}
-
-/// Counts bytes of `map` that differ from the pattern.
-pub(crate) fn count_mismatches(map: &mut Mapping<'_>, len: usize, seed: u8) -> usize {
-    let mut i = 0;
-    let mut bad = 0;
-    map.cpu(len, |piece| {
-        for b in piece.iter() {
-            if *b != pattern(seed, i) {
-                bad += 1;
-            }
-            i += 1;
-        }
-        true
-    });
-    bad
-}
-
-/// Result of one lab round trip (see [`Live::round_trip`]).
-#[derive(Debug)]
-pub(crate) struct RoundTrip {
-    pub(crate) alloc: Allocator,
-    /// Physical range of the to-device buffer (0, 0 if allocation failed).
-    pub(crate) phys_lo: u64,
-    pub(crate) phys_hi: u64,
-    /// Whether the DMA API can map that range for this device: the whole
-    /// buffer is at or below the DMA mask.
-    pub(crate) predicted_ok: bool,
-    /// Overall outcome.
-    pub(crate) result: Result,
-    /// Device-memory bytes (checked with readb) that differ from what was sent.
-    pub(crate) devmem_mismatches: usize,
-    /// Bytes read back by DMA that differ from what was sent.
-    pub(crate) mismatches: usize,
-    /// Transfers the device counted meanwhile (REG_COUNT_TRANSFERS).
-    pub(crate) device_transfers: u64,
-}
-
-impl<'a> Live<'a> {
+impl<'a> Mapping<'a> {
     /// Allocates `len` bytes from `alloc` and maps them for `dir`.
     ///
     /// An allocation failure gives `ENOMEM`; a buffer the DMA API cannot map
     /// for the device gives `EIO` (the mapping error is caught here and the
     /// buffer is never handed to the device). Both are logged with `dev_err`
     /// and recorded as the last error.
-    pub(crate) fn map_bounce(
-        &mut self,
+    pub(crate) fn new(
+        live: &mut Live<'a>,
         alloc: Allocator,
         len: usize,
         sg_offset: usize,
         dir: Dir,
-    ) -> Result<Mapping<'a>> {
-        let buf = LabBuf::new(self, alloc, len, sg_offset);
-        self.map_buf(alloc, buf, dir)
+    ) -> Result<Self> {
+        let buf = LabBuf::new(live, alloc, len, sg_offset);
+        Self::from_buf(live, alloc, buf, dir)
     }
 
-    fn map_buf(&mut self, alloc: Allocator, buf: Result<LabBuf>, dir: Dir) -> Result<Mapping<'a>> {
-        let dev = self.dev;
-        self.active_alloc = alloc as u32;
+    fn from_buf(live: &mut Live<'a>, alloc: Allocator, buf: Result<LabBuf>, dir: Dir) -> Result<Self> {
+        let dev = live.dev;
+        live.active_alloc = alloc as u32;
         let mut record = LastError {
             alloc: alloc as u32,
             from_device: dir == Dir::FromDevice,
@@ -257,7 +183,7 @@ impl<'a> Live<'a> {
             Ok(buf) => buf,
             Err(e) => {
                 dev_err!(
-                    self.pdev,
+                    live.pdev,
                     "{}: {} allocation for a DMA buffer failed: {:?}\n",
                     dev.name,
                     alloc.call(),
@@ -271,7 +197,7 @@ impl<'a> Live<'a> {
         };
         let len = buf.len();
         let (lo, hi) = buf.phys_range();
-        let ddev = self.ddev;
+        let ddev = live.ddev;
         let mapped = match buf {
             LabBuf::Single(b) => SingleMap::new(ddev, b, len, dir.dma()).map(Mapping::Single),
             LabBuf::Sg(b) => SgMap::new(ddev, b, dir.dma()).map(Mapping::Sg),
@@ -281,7 +207,7 @@ impl<'a> Live<'a> {
             bump(&dev.stats.map_errors, 1);
             bump(&dev.stats.transfers_failed, 1);
             dev_err!(
-                self.pdev,
+                live.pdev,
                 "{}: DMA mapping of a {}-byte {} buffer at physical {:#x}..{:#x} failed ({:?}): \
                  {}; the buffer was not handed to the device\n",
                 dev.name,
@@ -304,49 +230,92 @@ impl<'a> Live<'a> {
         })
     }
 
-    /// DMA of the first `len` bytes of `map` to or from device memory at
-    /// `dev_offset`, in single or scatter-gather mode as the buffer needs.
-    pub(crate) fn dma(
-        &mut self,
-        map: &mut Mapping<'_>,
-        dev_offset: usize,
-        len: usize,
-        dir: Dir,
-    ) -> Result {
-        match map {
-            Mapping::Single(m) => self.dma_single(m, dev_offset, len, dir),
-            Mapping::Sg(m) => self.dma_sg(m, dev_offset, len, dir),
+    /// DMA of the first `len` bytes of the buffer to or from device memory
+    /// at `dev_offset`, in single or scatter-gather mode as the buffer needs.
+    pub(crate) fn dma(&mut self, live: &mut Live<'_>, dev_offset: usize, len: usize, dir: Dir) -> Result {
+        match self {
+            Mapping::Single(m) => live.dma_single(m, dev_offset, len, dir),
+            Mapping::Sg(m) => live.dma_sg(m, dev_offset, len, dir),
         }
     }
 
-    /// Bytes of device memory at `dev_offset` that differ from the pattern,
-    /// read back with `readb` (every byte of short ranges; the ends and every
-    /// 251st byte of long ones, since each `readb` is a VM exit).
-    pub(crate) fn devmem_mismatches(&self, dev_offset: usize, len: usize, seed: u8) -> Result<usize> {
-        let mut bad = 0;
-        for i in 0..len {
-            if len > 256 && i >= 64 && i + 64 < len && i % 251 != 0 {
-                continue;
+    /// Calls `f` on the first `len` bytes, in order, piece by piece (one
+    /// piece for contiguous buffers), after syncing them for the CPU; stops
+    /// when `f` returns `false`.
+    pub(crate) fn cpu(&mut self, len: usize, mut f: impl FnMut(&mut [u8]) -> bool) {
+        match self {
+            Mapping::Single(m) => {
+                let bytes = m.cpu();
+                let n = len.min(bytes.len());
+                f(&mut bytes[..n]);
             }
-            if self.devmem.try_read8(dev_offset + i)? != pattern(seed, i) {
+            Mapping::Sg(m) => m.cpu(len, f),
+        }
+    }
+}
+
+/// Fills the first `len` bytes of `map` with the pattern.
+pub(crate) fn fill(map: &mut Mapping<'_>, len: usize, seed: u8) {
+    let mut i = 0;
+    map.cpu(len, |piece| {
+        for b in piece.iter_mut() {
+            *b = pattern::byte(seed, i);
+            i += 1;
+        }
+        true
+    });
+}
+
+/// Counts bytes of `map` that differ from the pattern.
+pub(crate) fn count_mismatches(map: &mut Mapping<'_>, len: usize, seed: u8) -> usize {
+    let mut i = 0;
+    let mut bad = 0;
+    map.cpu(len, |piece| {
+        for b in piece.iter() {
+            if *b != pattern::byte(seed, i) {
                 bad += 1;
             }
+            i += 1;
         }
-        Ok(bad)
-    }
+        true
+    });
+    bad
+}
 
+/// Result of one lab round trip (see [`RoundTrip::run`]).
+#[derive(Debug)]
+pub(crate) struct RoundTrip {
+    pub(crate) alloc: Allocator,
+    /// Physical range of the to-device buffer (0, 0 if allocation failed).
+    pub(crate) phys_lo: u64,
+    pub(crate) phys_hi: u64,
+    /// Whether the DMA API can map that range for this device: the whole
+    /// buffer is at or below the DMA mask.
+    pub(crate) predicted_ok: bool,
+    /// Overall outcome.
+    pub(crate) result: Result,
+    /// Device-memory bytes (checked with readb) that differ from what was sent.
+    pub(crate) devmem_mismatches: usize,
+    /// Bytes read back by DMA that differ from what was sent.
+    pub(crate) mismatches: usize,
+    /// Transfers the device counted meanwhile (REG_COUNT_TRANSFERS).
+    pub(crate) device_transfers: u64,
+}
+
+
+impl RoundTrip {
     /// One lab round trip: `len` bytes from `alloc` filled with a pattern,
     /// DMA'd to device memory at `dev_offset`, checked there with `readb`,
     /// DMA'd back into a second buffer from the same allocator and compared.
-    pub(crate) fn round_trip(
-        &mut self,
+    pub(crate) fn run(
+        live: &mut Live<'_>,
         alloc: Allocator,
         dev_offset: usize,
         len: usize,
         sg_offset: usize,
         seed: u8,
-    ) -> RoundTrip {
-        let before = DevCounters::read(self.regs);
+    ) -> Self {
+        let before = DevCounters::read(live.regs);
         let mut rt = RoundTrip {
             alloc,
             phys_lo: 0,
@@ -357,51 +326,51 @@ impl<'a> Live<'a> {
             mismatches: 0,
             device_transfers: 0,
         };
-        rt.result = self.round_trip_inner(&mut rt, dev_offset, len, sg_offset, seed);
-        let after = DevCounters::read(self.regs);
+        rt.result = rt.transfer_and_check(live, dev_offset, len, sg_offset, seed);
+        let after = DevCounters::read(live.regs);
         rt.device_transfers = after.transfers.wrapping_sub(before.transfers);
         rt
     }
 
-    fn round_trip_inner(
+    fn transfer_and_check(
         &mut self,
-        rt: &mut RoundTrip,
+        live: &mut Live<'_>,
         dev_offset: usize,
         len: usize,
         sg_offset: usize,
         seed: u8,
     ) -> Result {
-        self.check_range(dev_offset, len)?;
-        let mut buf = LabBuf::new(self, rt.alloc, len, sg_offset);
+        live.check_range(dev_offset, len)?;
+        let mut buf = LabBuf::new(live, self.alloc, len, sg_offset);
         if let Ok(b) = &mut buf {
-            (rt.phys_lo, rt.phys_hi) = b.phys_range();
-            rt.predicted_ok = rt.phys_hi <= self.dev.info.dma_mask;
+            (self.phys_lo, self.phys_hi) = b.phys_range();
+            self.predicted_ok = self.phys_hi <= live.dev.info.dma_mask;
         }
-        let mut out = self.map_buf(rt.alloc, buf, Dir::ToDevice)?;
+        let mut out = Mapping::from_buf(live, self.alloc, buf, Dir::ToDevice)?;
         fill(&mut out, len, seed);
-        self.dma(&mut out, dev_offset, len, Dir::ToDevice)?;
+        out.dma(live, dev_offset, len, Dir::ToDevice)?;
         drop(out);
-        rt.devmem_mismatches = self.devmem_mismatches(dev_offset, len, seed)?;
+        self.devmem_mismatches = devmem_mismatches(live, dev_offset, len, seed)?;
 
-        let mut back = self.map_bounce(rt.alloc, len, sg_offset, Dir::FromDevice)?;
+        let mut back = Mapping::new(live, self.alloc, len, sg_offset, Dir::FromDevice)?;
         // Poison, so bytes the device did not write show up as mismatches.
         back.cpu(len, |piece| {
             piece.fill(0xa5);
             true
         });
-        self.dma(&mut back, dev_offset, len, Dir::FromDevice)?;
-        rt.mismatches = count_mismatches(&mut back, len, seed);
-        if rt.mismatches != 0 || rt.devmem_mismatches != 0 {
+        back.dma(live, dev_offset, len, Dir::FromDevice)?;
+        self.mismatches = count_mismatches(&mut back, len, seed);
+        if self.mismatches != 0 || self.devmem_mismatches != 0 {
             dev_err!(
-                self.pdev,
+                live.pdev,
                 "{}: {} round trip of {} bytes at device offset {:#x}: {} bytes differ in device \
                  memory, {} after reading back\n",
-                self.dev.name,
-                rt.alloc.name(),
+                live.dev.name,
+                self.alloc.name(),
                 len,
                 dev_offset,
-                rt.devmem_mismatches,
-                rt.mismatches
+                self.devmem_mismatches,
+                self.mismatches
             );
             return Err(EIO);
         }
@@ -409,14 +378,30 @@ impl<'a> Live<'a> {
         // back; the trace must hold records that cover exactly this range in
         // both directions, with the pattern's hashes.
         dev_info!(
-            self.pdev,
+            live.pdev,
             "{}: xfer dev_offset={} len={} seed={} alloc={}\n",
-            self.dev.name,
+            live.dev.name,
             dev_offset,
             len,
             seed,
-            rt.alloc.name()
+            self.alloc.name()
         );
         Ok(())
     }
+}
+
+/// Bytes of device memory at `dev_offset` that differ from the pattern,
+/// read back with `readb` (every byte of short ranges; the ends and every
+/// 251st byte of long ones, since each `readb` is a VM exit).
+pub(crate) fn devmem_mismatches(live: &Live<'_>, dev_offset: usize, len: usize, seed: u8) -> Result<usize> {
+    let mut bad = 0;
+    for i in 0..len {
+        if len > 256 && i >= 64 && i + 64 < len && i % 251 != 0 {
+            continue;
+        }
+        if live.devmem.try_read8(dev_offset + i)? != pattern::byte(seed, i) {
+            bad += 1;
+        }
+    }
+    Ok(bad)
 }

@@ -16,8 +16,8 @@
 //! operations table with both filled in.
 
 use crate::{
-    alloc_lab::Allocator,
-    device::{get, Dma24, IrqMode},
+    alloc_lab::{Allocator, Mapping, RoundTrip},
+    state::{get, Dma24, IrqMode},
     transfer::{Dir, CHUNK},
 };
 use core::marker::PhantomPinned;
@@ -182,10 +182,10 @@ const _: () = {
     assert!(DMA24_IOC_SELFTEST == 0xc070_d205);
 };
 
-impl Dma24 {
-    /// [`Dma24Info`] for this device.
-    pub(crate) fn abi_info(&self) -> Dma24Info {
-        let info = &self.info;
+impl Dma24Info {
+    /// The facts of `dev`.
+    fn new(dev: &Dma24) -> Self {
+        let info = &dev.info;
         Dma24Info {
             mask_bits: info.mask_bits,
             caps: info.caps,
@@ -195,19 +195,21 @@ impl Dma24 {
                 IrqMode::Intx => 0,
                 IrqMode::Msi => 1,
             },
-            index: self.index as u32,
-            alloc: self.allocator() as u32,
+            index: dev.index as u32,
+            alloc: dev.allocator() as u32,
             alloc_count: Allocator::ALL.len() as u32,
             dma_mask: info.dma_mask,
             chunk: CHUNK as u32,
             reserved: 0,
         }
     }
+}
 
-    /// [`Dma24Counters`] for this device.
-    pub(crate) fn abi_counters(&self) -> Dma24Counters {
-        let s = &self.stats;
-        let d = self.device_counters().unwrap_or_default();
+impl Dma24Counters {
+    /// The counters of `dev` (device side zero once it is unbound).
+    fn new(dev: &Dma24) -> Self {
+        let s = &dev.stats;
+        let d = dev.device_counters().unwrap_or_default();
         Dma24Counters {
             starts: get(&s.starts),
             transfers_ok: get(&s.transfers_ok),
@@ -228,10 +230,12 @@ impl Dma24 {
             dev_fault_addr: d.fault_addr,
         }
     }
+}
 
-    /// [`Dma24LastError`] for this device.
-    pub(crate) fn abi_last_error(&self) -> Dma24LastError {
-        let e = self.last_error();
+impl Dma24LastError {
+    /// The last failure of `dev`.
+    fn new(dev: &Dma24) -> Self {
+        let e = dev.last_error();
         Dma24LastError {
             count: e.count,
             errno: e.errno,
@@ -247,9 +251,13 @@ impl Dma24 {
             seq: e.seq,
         }
     }
+}
 
-    /// Runs the self-test described by `req` and fills in its results.
-    pub(crate) fn selftest(&self, req: &mut Dma24Selftest) -> Result {
+impl Dma24Selftest {
+    /// Runs the self-test this request describes on `dev` and fills in its
+    /// results.
+    pub(crate) fn run(&mut self, dev: &Dma24) -> Result {
+        let req = self;
         let len = match req.len {
             0 => 4096,
             n => usize::try_from(n)?,
@@ -258,12 +266,12 @@ impl Dma24 {
             return Err(EINVAL);
         }
         let dev_offset = usize::try_from(req.dev_offset)?;
-        self.with_live(|live| {
+        dev.with_live(|live| {
             live.check_range(dev_offset, len)?;
             req.passed = 0;
             req.within_mask = 0;
             for (i, alloc) in Allocator::ALL.into_iter().enumerate() {
-                let rt = live.round_trip(alloc, dev_offset, len, 0, i as u8);
+                let rt = RoundTrip::run(live, alloc, dev_offset, len, 0, i as u8);
                 let errno = rt.result.err().map_or(0, |e| e.to_errno());
                 req.result[i] = errno;
                 req.phys_hi[i] = rt.phys_hi;
@@ -282,100 +290,100 @@ impl Dma24 {
             Ok(())
         })
     }
+}
 
-    /// Validates a user range at `pos` for up to `want` bytes and returns
-    /// how many bytes to move: 0 at end of file for reads, `ENOSPC` for
-    /// writes, `EINVAL` for a negative offset or one past the end.
-    pub(crate) fn user_range(&self, pos: i64, want: usize, dir: Dir) -> Result<usize> {
-        let size = self.info.devmem_size;
-        let pos = usize::try_from(pos).map_err(|_| EINVAL)?;
-        if pos > size {
-            return Err(EINVAL);
-        }
-        let avail = size - pos;
-        if want == 0 {
-            return Ok(0);
-        }
-        if avail == 0 {
-            return match dir {
-                Dir::FromDevice => Ok(0),
-                Dir::ToDevice => Err(ENOSPC),
-            };
-        }
-        Ok(want.min(avail))
+/// Validates a user range of `dev` at `pos` for up to `want` bytes and
+/// returns how many bytes to move: 0 at end of file for reads, `ENOSPC` for
+/// writes, `EINVAL` for a negative offset or one past the end.
+pub(crate) fn user_range(dev: &Dma24, pos: i64, want: usize, dir: Dir) -> Result<usize> {
+    let size = dev.info.devmem_size;
+    let pos = usize::try_from(pos).map_err(|_| EINVAL)?;
+    if pos > size {
+        return Err(EINVAL);
     }
+    let avail = size - pos;
+    if want == 0 {
+        return Ok(0);
+    }
+    if avail == 0 {
+        return match dir {
+            Dir::FromDevice => Ok(0),
+            Dir::ToDevice => Err(ENOSPC),
+        };
+    }
+    Ok(want.min(avail))
+}
 
-    /// Moves `len` bytes between device memory at `pos` and user memory via
-    /// `io` (which copies to or from one piece of the DMA buffer and returns
-    /// the bytes it copied), in chunks through one mapped bounce buffer.
-    /// Returns the bytes moved; an error only if nothing was moved.
-    pub(crate) fn user_transfer(
-        &self,
-        pos: usize,
-        len: usize,
-        dir: Dir,
-        io: &mut dyn FnMut(&mut [u8]) -> usize,
-    ) -> Result<usize> {
-        self.with_live(|live| {
-            let alloc = live.state.alloc;
-            let cap = len.min(CHUNK);
-            let mut map = live.map_bounce(alloc, cap, 0, dir)?;
-            let mut done = 0;
-            let partial = |done: usize, e: Error| if done == 0 { Err(e) } else { Ok(done) };
-            while done < len {
-                let n = (len - done).min(cap);
-                let mut copied = 0;
-                let mut copy = |piece: &mut [u8]| {
-                    let c = io(piece);
-                    copied += c;
-                    c == piece.len()
-                };
-                match dir {
-                    Dir::ToDevice => {
-                        map.cpu(n, &mut copy);
-                        if copied == 0 {
-                            return partial(done, EFAULT);
-                        }
-                        if let Err(e) = live.dma(&mut map, pos + done, copied, dir) {
-                            return partial(done, e);
-                        }
+/// Moves `len` bytes between device memory of `dev` at `pos` and user
+/// memory via `io` (which copies to or from one piece of the DMA buffer and
+/// returns the bytes it copied), in chunks through one mapped bounce buffer.
+/// Returns the bytes moved; an error only if nothing was moved.
+pub(crate) fn user_transfer(
+    dev: &Dma24,
+    pos: usize,
+    len: usize,
+    dir: Dir,
+    io: &mut dyn FnMut(&mut [u8]) -> usize,
+) -> Result<usize> {
+    dev.with_live(|live| {
+        let alloc = live.state.alloc;
+        let cap = len.min(CHUNK);
+        let mut map = Mapping::new(live, alloc, cap, 0, dir)?;
+        let mut done = 0;
+        let partial = |done: usize, e: Error| if done == 0 { Err(e) } else { Ok(done) };
+        while done < len {
+            let n = (len - done).min(cap);
+            let mut copied = 0;
+            let mut copy = |piece: &mut [u8]| {
+                let c = io(piece);
+                copied += c;
+                c == piece.len()
+            };
+            match dir {
+                Dir::ToDevice => {
+                    map.cpu(n, &mut copy);
+                    if copied == 0 {
+                        return partial(done, EFAULT);
                     }
-                    Dir::FromDevice => {
-                        if let Err(e) = live.dma(&mut map, pos + done, n, dir) {
-                            return partial(done, e);
-                        }
-                        map.cpu(n, &mut copy);
-                        if copied == 0 {
-                            return partial(done, EFAULT);
-                        }
+                    if let Err(e) = map.dma(live, pos + done, copied, dir) {
+                        return partial(done, e);
                     }
                 }
-                done += copied;
-                if copied < n {
-                    break;
+                Dir::FromDevice => {
+                    if let Err(e) = map.dma(live, pos + done, n, dir) {
+                        return partial(done, e);
+                    }
+                    map.cpu(n, &mut copy);
+                    if copied == 0 {
+                        return partial(done, EFAULT);
+                    }
                 }
             }
-            Ok(done)
-        })
-    }
+            done += copied;
+            if copied < n {
+                break;
+            }
+        }
+        Ok(done)
+    })
 }
 
 /// The ioctl handler (also called by the KUnit suites).
 pub(crate) fn ioctl(dev: &Dma24, cmd: u32, arg: usize) -> Result<isize> {
     let user = UserSlice::new(UserPtr::from_addr(arg), kernel::ioctl::_IOC_SIZE(cmd));
     match cmd {
-        DMA24_IOC_GET_INFO => user.writer().write(&dev.abi_info())?,
+        DMA24_IOC_GET_INFO => user.writer().write(&Dma24Info::new(dev))?,
         DMA24_IOC_SET_ALLOC => {
             let v: u32 = user.reader().read()?;
             dev.set_allocator(Allocator::from_u32(v)?);
         }
         DMA24_IOC_GET_ALLOC => user.writer().write(&(dev.allocator() as u32))?,
-        DMA24_IOC_GET_COUNTERS => user.writer().write(&dev.abi_counters())?,
-        DMA24_IOC_GET_LAST_ERROR => user.writer().write(&dev.abi_last_error())?,
+        DMA24_IOC_GET_COUNTERS => user.writer().write(&Dma24Counters::new(dev))?,
+        DMA24_IOC_GET_LAST_ERROR => user.writer().write(&Dma24LastError::new(dev))?,
         DMA24_IOC_SELFTEST => {
             let (mut reader, mut writer) = user.reader_writer();
             let mut req: Dma24Selftest = reader.read()?;
-            dev.selftest(&mut req)?;
+            req.run(dev)?;
             writer.write(&req)?;
         }
         _ => return Err(ENOTTY),
@@ -383,8 +391,12 @@ pub(crate) fn ioctl(dev: &Dma24, cmd: u32, arg: usize) -> Result<isize> {
     Ok(0)
 }
 
+/// The file operations of `/dev/dma24-N` (`kernel::miscdevice` builds its
+/// operations table from this type; each open file holds the device).
+pub(crate) struct Dma24File;
+
 #[vtable]
-impl MiscDevice for Dma24 {
+impl MiscDevice for Dma24File {
     type Ptr = Arc<Dma24>;
 
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Dma24>> {
@@ -398,13 +410,13 @@ impl MiscDevice for Dma24 {
     fn read_iter(mut kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
         let dev = kiocb.file();
         let pos = kiocb.ki_pos();
-        let len = dev.user_range(pos, iov.len(), Dir::FromDevice)?;
+        let len = user_range(&dev, pos, iov.len(), Dir::FromDevice)?;
         if len == 0 {
             return Ok(0);
         }
         let start = usize::try_from(pos)?;
         let done =
-            dev.user_transfer(start, len, Dir::FromDevice, &mut |piece| iov.copy_to_iter(piece))?;
+            user_transfer(&dev, start, len, Dir::FromDevice, &mut |piece| iov.copy_to_iter(piece))?;
         *kiocb.ki_pos_mut() = i64::try_from(start + done)?;
         Ok(done)
     }
@@ -412,13 +424,13 @@ impl MiscDevice for Dma24 {
     fn write_iter(mut kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {
         let dev = kiocb.file();
         let pos = kiocb.ki_pos();
-        let len = dev.user_range(pos, iov.len(), Dir::ToDevice)?;
+        let len = user_range(&dev, pos, iov.len(), Dir::ToDevice)?;
         if len == 0 {
             return Ok(0);
         }
         let start = usize::try_from(pos)?;
         let done =
-            dev.user_transfer(start, len, Dir::ToDevice, &mut |piece| iov.copy_from_iter(piece))?;
+            user_transfer(&dev, start, len, Dir::ToDevice, &mut |piece| iov.copy_from_iter(piece))?;
         *kiocb.ki_pos_mut() = i64::try_from(start + done)?;
         Ok(done)
     }
@@ -448,12 +460,12 @@ unsafe extern "C" fn dma24_llseek(
 }
 
 /// A registered `/dev/dma24-N`: a `struct miscdevice` whose operations are
-/// `kernel::miscdevice`'s for [`Dma24`] plus `llseek` and `owner`.
+/// `kernel::miscdevice`'s for [`Dma24File`] plus `llseek` and `owner`.
 ///
 /// # Invariants
 ///
 /// `misc` is registered with `misc_register()` until drop, with `fops` as its
-/// operations; every registered miscdevice using `Dma24`'s operations is the
+/// operations; every registered miscdevice using `Dma24File`'s operations is the
 /// `misc` field of a `Chardev`.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Chardev {
@@ -478,9 +490,9 @@ impl Chardev {
         try_pin_init!(&this in Self {
             dev,
             fops <- Opaque::ffi_init(move |slot: *mut bindings::file_operations| {
-                let raw = opts.into_raw::<Dma24>();
+                let raw = opts.into_raw::<Dma24File>();
                 // SAFETY: `raw.fops` points to the static operations table `kernel::miscdevice`
-                // builds for `Dma24`.
+                // builds for `Dma24File`.
                 let mut fops = unsafe { *raw.fops };
                 fops.owner = crate::THIS_MODULE.as_ptr();
                 fops.llseek = Some(dma24_llseek);
@@ -488,7 +500,7 @@ impl Chardev {
                 unsafe { slot.write(fops) };
             }),
             misc <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
-                let mut misc = opts.into_raw::<Dma24>();
+                let mut misc = opts.into_raw::<Dma24File>();
                 // SAFETY: `fops` was initialised above and is pinned in the same allocation.
                 misc.fops = Opaque::cast_into(unsafe { &raw const (*this.as_ptr()).fops });
                 // SAFETY: `slot` is valid for writes.
@@ -501,10 +513,10 @@ impl Chardev {
         })
     }
 
-    /// The `Chardev` a `Dma24` misc registration belongs to.
-    fn from_registration(misc: &MiscDeviceRegistration<Dma24>) -> &Chardev {
+    /// The `Chardev` a `Dma24File` misc registration belongs to.
+    fn from_registration(misc: &MiscDeviceRegistration<Dma24File>) -> &Chardev {
         let field = Opaque::cast_from(misc.as_raw()).cast_mut();
-        // SAFETY: By the type invariants every registered miscdevice with `Dma24`'s operations is
+        // SAFETY: By the type invariants every registered miscdevice with `Dma24File`'s operations is
         // the `misc` field of a live, pinned `Chardev` (`misc_open()` holds `misc_mtx`, so it
         // cannot be deregistered and freed meanwhile).
         unsafe { &*kernel::container_of!(field, Chardev, misc) }

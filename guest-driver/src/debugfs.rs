@@ -6,8 +6,8 @@
 
 use crate::{
     alloc_lab::Allocator,
-    device::{get, Dma24},
     regs::err_name,
+    state::{get, Dma24},
 };
 use core::fmt::{self, Formatter};
 use kernel::{debugfs::ScopedDir, sync::Arc};

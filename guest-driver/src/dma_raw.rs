@@ -2,8 +2,9 @@
 
 //! What the 7.2 Rust DMA API lacks, as safe wrappers over `kernel::bindings`.
 //!
-//! This is the only module that calls the memory allocators and the DMA
-//! streaming API through raw bindings:
+//! This module and [`crate::dma_sg`] (the scatter-gather half) are the only
+//! ones that call the memory allocators and the DMA streaming API through raw
+//! bindings:
 //!
 //! - [`KBuf`]: `kmalloc()`/`kzalloc()` with or without `GFP_DMA` (the Rust
 //!   `Flags` type has no `GFP_DMA` and no public constructor), objects of a
@@ -17,11 +18,7 @@
 //!   `dma_map_page_attrs(virt_to_page(p), offset_in_page(p))`, which is
 //!   `dma_map_phys(page_to_phys(page) + offset)`; `virt_to_page` has no
 //!   binding, so the physical address comes from `slow_virt_to_phys()`.
-//! - [`SgBuf`] + [`SgMap`]: a `struct sg_table` over pages from ZONE_DMA or
-//!   over a `vmalloc()` buffer, mapped with `dma_map_sgtable()`, synced with
-//!   `__dma_sync_sg_for_*` and unmapped + freed in `Drop`.
-//!   (`kernel::scatterlist::SGTable<Owned<_>>` only takes vmalloc pages and
-//!   gives no CPU access or sync after mapping, so it cannot bounce data.)
+//! - `dma_sg::{SgBuf, SgMap}`: a `struct sg_table`, see [`crate::dma_sg`].
 //!
 //! Mappings borrow the `&Device<Bound>` they were made with, so they cannot
 //! outlive the scope in which the device is known to be bound.
@@ -31,17 +28,15 @@ use kernel::{
     bindings,
     device::{Bound, Device, DeviceContext},
     dma::{DataDirection, DmaAddress},
-    error::to_result,
-    page::{AsPageIter, PAGE_SIZE},
+    page::PAGE_SIZE,
     prelude::*,
-    scatterlist::SGTable,
     sync::Arc,
 };
 
 /// `__GFP_DMA`: allocate from ZONE_DMA (below 16 MiB on x86_64).
-const GFP_DMA: bindings::gfp_t = 1 << bindings::___GFP_DMA_BIT;
-const RAW_GFP_KERNEL: bindings::gfp_t = bindings::GFP_KERNEL;
-const GFP_ZERO: bindings::gfp_t = bindings::__GFP_ZERO;
+pub(crate) const GFP_DMA: bindings::gfp_t = 1 << bindings::___GFP_DMA_BIT;
+pub(crate) const RAW_GFP_KERNEL: bindings::gfp_t = bindings::GFP_KERNEL;
+pub(crate) const GFP_ZERO: bindings::gfp_t = bindings::__GFP_ZERO;
 /// `SLAB_CACHE_DMA`: the cache's slabs come from ZONE_DMA.
 const SLAB_CACHE_DMA: bindings::slab_flags_t = 1 << bindings::_slab_flag_bits__SLAB_CACHE_DMA;
 /// `SLAB_HWCACHE_ALIGN`: objects start on a cache line, so two objects never
@@ -55,14 +50,14 @@ const DMA_MAPPING_ERROR: DmaAddress = !0;
 const MIN_KMALLOC: usize = 64;
 
 /// The `struct device *` behind a device reference.
-fn raw_dev<Ctx: DeviceContext>(dev: &Device<Ctx>) -> *mut bindings::device {
+pub(crate) fn raw_dev<Ctx: DeviceContext>(dev: &Device<Ctx>) -> *mut bindings::device {
     // CAST: `Device<Ctx>` is a `#[repr(transparent)]` wrapper of `Opaque<struct device>`, which
     // is `#[repr(transparent)]` over the C struct, so both pointers have the same address.
     core::ptr::from_ref(dev).cast_mut().cast()
 }
 
 /// Physical address of a kernel virtual address (direct map or vmalloc).
-fn virt_to_phys(addr: *const u8) -> u64 {
+pub(crate) fn virt_to_phys(addr: *const u8) -> u64 {
     // SAFETY: `slow_virt_to_phys()` only walks the kernel page tables; every caller passes an
     // address inside a live allocation it owns, so the address is mapped.
     unsafe { bindings::slow_virt_to_phys(addr.cast_mut().cast()) }
@@ -352,291 +347,6 @@ impl Drop for SingleMap<'_> {
         unsafe {
             bindings::dma_unmap_phys(raw_dev(self.dev), self.handle, self.len, self.dir.into(), 0)
         };
-    }
-}
-
-/// One order-0 page from ZONE_DMA, freed on drop.
-///
-/// # Invariants
-///
-/// `0` is a page from `alloc_pages(.., 0)` owned by `self`, in the kernel's direct map.
-struct DmaPage(NonNull<bindings::page>);
-
-impl DmaPage {
-    fn new() -> Result<Self> {
-        // SAFETY: FFI call without preconditions; the result is checked for NULL.
-        let page = unsafe { bindings::alloc_pages(RAW_GFP_KERNEL | GFP_DMA | GFP_ZERO, 0) };
-        Ok(Self(NonNull::new(page).ok_or(ENOMEM)?))
-    }
-
-    /// Runs `f` on the page's bytes.
-    fn with_bytes<R>(&mut self, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        // SAFETY: `self.0` is a live page we own.
-        let addr = unsafe { bindings::kmap_local_page(self.0.as_ptr()) }.cast::<u8>();
-        // SAFETY: `kmap_local_page()` maps the whole page; the page was zeroed at allocation and
-        // `&mut self` makes this the only access to it.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(addr, PAGE_SIZE) };
-        let ret = f(bytes);
-        // SAFETY: `addr` is the mapping made above, released once, in LIFO order.
-        unsafe { bindings::kunmap_local(addr.cast()) };
-        ret
-    }
-}
-
-impl Drop for DmaPage {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariants the page is ours, allocated with order 0.
-        unsafe { bindings::__free_pages(self.0.as_ptr(), 0) };
-    }
-}
-
-// SAFETY: A `DmaPage` exclusively owns its page; it can be used and freed from any task.
-unsafe impl Send for DmaPage {}
-
-enum SgPages {
-    /// Pages allocated one by one from ZONE_DMA.
-    Dma(KVec<DmaPage>),
-    /// A `vmalloc()` buffer.
-    Vmalloc(VVec<u8>),
-}
-
-/// A buffer that is not physically contiguous, for scatter-gather DMA.
-pub(crate) struct SgBuf {
-    pages: SgPages,
-    /// Offset of the first byte in the first page (ZONE_DMA pages only).
-    offset: usize,
-    len: usize,
-}
-
-impl SgBuf {
-    /// `len` bytes starting `offset` bytes into the first of several single pages taken from
-    /// ZONE_DMA with `alloc_pages(GFP_DMA, 0)`.
-    pub(crate) fn zone_dma_pages(len: usize, offset: usize) -> Result<Self> {
-        if len == 0 || offset >= PAGE_SIZE {
-            return Err(EINVAL);
-        }
-        let count = offset.checked_add(len).ok_or(EINVAL)?.div_ceil(PAGE_SIZE);
-        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
-        for _ in 0..count {
-            pages.push(DmaPage::new()?, GFP_KERNEL)?;
-        }
-        Ok(Self {
-            pages: SgPages::Dma(pages),
-            offset,
-            len,
-        })
-    }
-
-    /// `len` bytes of `vmalloc()` memory.
-    pub(crate) fn vmalloc(len: usize) -> Result<Self> {
-        if len == 0 {
-            return Err(EINVAL);
-        }
-        let mut buf = VVec::with_capacity(len, GFP_KERNEL)?;
-        buf.resize(len, 0, GFP_KERNEL)?;
-        Ok(Self {
-            pages: SgPages::Vmalloc(buf),
-            offset: 0,
-            len,
-        })
-    }
-
-    /// Length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Lowest and highest physical address of any byte of the buffer.
-    pub(crate) fn phys_range(&mut self) -> (u64, u64) {
-        let mut lo = u64::MAX;
-        let mut hi = 0u64;
-        let mut note = |start: u64, len: usize| {
-            lo = lo.min(start);
-            hi = hi.max(start.saturating_add(len as u64).saturating_sub(1));
-        };
-        let (offset, len) = (self.offset, self.len);
-        match &mut self.pages {
-            SgPages::Dma(pages) => {
-                let mut left = len;
-                for (i, page) in pages.iter_mut().enumerate() {
-                    let start = if i == 0 { offset } else { 0 };
-                    let n = left.min(PAGE_SIZE - start);
-                    let phys = page.with_bytes(|b| virt_to_phys(b.as_ptr()));
-                    note(phys + start as u64, n);
-                    left -= n;
-                }
-            }
-            SgPages::Vmalloc(buf) => {
-                for chunk in buf.chunks(PAGE_SIZE) {
-                    note(virt_to_phys(chunk.as_ptr()), chunk.len());
-                }
-            }
-        }
-        (lo, hi)
-    }
-
-    /// Calls `f` on consecutive pieces covering the first `len` bytes, in order, until it
-    /// returns `false`.
-    fn for_each_piece(&mut self, len: usize, mut f: impl FnMut(&mut [u8]) -> bool) {
-        let mut left = len.min(self.len);
-        match &mut self.pages {
-            SgPages::Dma(pages) => {
-                for (i, page) in pages.iter_mut().enumerate() {
-                    if left == 0 {
-                        break;
-                    }
-                    let start = if i == 0 { self.offset } else { 0 };
-                    let n = left.min(PAGE_SIZE - start);
-                    if !page.with_bytes(|b| f(&mut b[start..start + n])) {
-                        return;
-                    }
-                    left -= n;
-                }
-            }
-            SgPages::Vmalloc(buf) => {
-                f(&mut buf[..left]);
-            }
-        }
-    }
-
-    /// The `struct page *` of every page, in order.
-    fn page_ptrs(&mut self) -> Result<KVec<*mut bindings::page>> {
-        let mut ptrs = KVec::new();
-        match &mut self.pages {
-            SgPages::Dma(pages) => {
-                for page in pages.iter() {
-                    ptrs.push(page.0.as_ptr(), GFP_KERNEL)?;
-                }
-            }
-            SgPages::Vmalloc(buf) => {
-                for page in buf.page_iter() {
-                    ptrs.push(page.as_ptr(), GFP_KERNEL)?;
-                }
-            }
-        }
-        Ok(ptrs)
-    }
-}
-
-/// An [`SgBuf`] in a `struct sg_table` mapped with `dma_map_sgtable()`; unmapped and freed on
-/// drop. Ownership works as for [`SingleMap`].
-///
-/// # Invariants
-///
-/// `sgt` was filled by `sg_alloc_table_from_pages_segment()` over the pages of `buf` and is
-/// mapped for `dev` with direction `dir`.
-pub(crate) struct SgMap<'a> {
-    dev: &'a Device<Bound>,
-    sgt: bindings::sg_table,
-    buf: SgBuf,
-    dir: DataDirection,
-    cpu_owns: bool,
-}
-
-// SAFETY: The table and the pages it describes are exclusively owned by `SgMap`; the raw pointers
-// inside `sg_table` are only used through `&mut self` or for reading.
-unsafe impl Send for SgMap<'_> {}
-
-impl<'a> SgMap<'a> {
-    /// Builds the table (one segment per page at most) and maps it.
-    ///
-    /// Fails with the error of `dma_map_sgtable()` (`EIO` when a page is not reachable by the
-    /// device) and frees everything.
-    pub(crate) fn new(dev: &'a Device<Bound>, mut buf: SgBuf, dir: DataDirection) -> Result<Self> {
-        let mut pages = buf.page_ptrs()?;
-        let mut sgt: bindings::sg_table = pin_init::zeroed();
-        // SAFETY: `sgt` is a zeroed table; `pages` holds `pages.len()` valid pages that stay
-        // alive (owned by `buf`) as long as the table; `offset + len` fits in them.
-        to_result(unsafe {
-            bindings::sg_alloc_table_from_pages_segment(
-                &mut sgt,
-                pages.as_mut_ptr(),
-                u32::try_from(pages.len())?,
-                u32::try_from(buf.offset)?,
-                buf.len as c_ulong,
-                PAGE_SIZE as u32,
-                RAW_GFP_KERNEL,
-            )
-        })?;
-        // SAFETY: `dev` is bound for `'a`; `sgt` is a valid, unmapped table.
-        let ret = unsafe { bindings::dma_map_sgtable(raw_dev(dev), &mut sgt, dir.into(), 0) };
-        if ret != 0 {
-            // SAFETY: `sgt` was allocated above and is not mapped; freed once.
-            unsafe { bindings::sg_free_table(&mut sgt) };
-            return Err(Error::from_errno(ret));
-        }
-        // INVARIANT: `sgt` describes `buf` and is mapped for `dev` with `dir`.
-        Ok(Self {
-            dev,
-            sgt,
-            buf,
-            dir,
-            cpu_owns: false,
-        })
-    }
-
-    /// The mapped table, to read the DMA address and length of each segment.
-    pub(crate) fn table(&self) -> &SGTable {
-        // SAFETY: `self.sgt` is a valid table that is not modified while `&self` is borrowed.
-        unsafe { SGTable::from_raw(core::ptr::from_ref(&self.sgt).cast_mut()) }
-    }
-
-    /// Length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    fn sync(&mut self, for_cpu: bool) {
-        let nents = self.sgt.orig_nents as c_int;
-        // SAFETY: By the type invariants `sgt` is mapped for `dev` (bound for `'a`) with `dir`;
-        // syncing uses the original number of entries, as `dma_sync_sgtable_for_*()` does.
-        unsafe {
-            if for_cpu {
-                bindings::__dma_sync_sg_for_cpu(
-                    raw_dev(self.dev),
-                    self.sgt.sgl,
-                    nents,
-                    self.dir.into(),
-                )
-            } else {
-                bindings::__dma_sync_sg_for_device(
-                    raw_dev(self.dev),
-                    self.sgt.sgl,
-                    nents,
-                    self.dir.into(),
-                )
-            }
-        };
-    }
-
-    /// Calls `f` on the first `len` bytes, piece by piece, after `dma_sync_sgtable_for_cpu()` if
-    /// the device owned them; stops when `f` returns `false`.
-    pub(crate) fn cpu(&mut self, len: usize, f: impl FnMut(&mut [u8]) -> bool) {
-        if !self.cpu_owns {
-            self.sync(true);
-            self.cpu_owns = true;
-        }
-        self.buf.for_each_piece(len, f);
-    }
-
-    /// Hands the bytes to the device (`dma_sync_sgtable_for_device()` if the CPU owned them).
-    pub(crate) fn give_to_device(&mut self) {
-        if self.cpu_owns {
-            self.sync(false);
-            self.cpu_owns = false;
-        }
-    }
-}
-
-impl Drop for SgMap<'_> {
-    fn drop(&mut self) {
-        // SAFETY: By the type invariants `sgt` is mapped for `dev` with `dir` and was allocated
-        // by `sg_alloc_table_from_pages_segment()`; both are undone once, here. The pages are
-        // freed afterwards, when `buf` drops.
-        unsafe {
-            bindings::dma_unmap_sgtable(raw_dev(self.dev), &mut self.sgt, self.dir.into(), 0);
-            bindings::sg_free_table(&mut self.sgt);
-        }
     }
 }
 

@@ -19,6 +19,7 @@
 //!   and probe it again (`device_release_driver()`, `device_attach()`), for
 //!   the KUnit unbind/rebind cycle.
 
+use crate::dma_raw::raw_dev;
 use kernel::{
     bindings,
     device::{Core, Device},
@@ -110,23 +111,18 @@ pub(crate) fn kunit_fail(reason: &str) {
     kunit_set_status(bindings::kunit_status_KUNIT_FAILURE, reason);
 }
 
-fn raw_device(dev: &Device) -> *mut bindings::device {
-    // CAST: `Device` is a `#[repr(transparent)]` wrapper of `Opaque<struct device>`.
-    core::ptr::from_ref(dev).cast_mut().cast()
-}
-
 /// `device_release_driver()`: unbinds `dev` from its driver (runs the
 /// driver's remove path and releases its devres resources).
 pub(crate) fn release_driver(dev: &Device) {
     // SAFETY: `dev` is a live, registered device (the reference keeps it alive); the call takes
     // the device lock itself and must not be made with it held, which we do not.
-    unsafe { bindings::device_release_driver(raw_device(dev)) };
+    unsafe { bindings::device_release_driver(raw_dev(dev)) };
 }
 
 /// `device_attach()`: probes drivers for `dev`. `Ok(true)` if one bound.
 pub(crate) fn attach_driver(dev: &Device) -> Result<bool> {
     // SAFETY: As for `release_driver()`.
-    let ret = unsafe { bindings::device_attach(raw_device(dev)) };
+    let ret = unsafe { bindings::device_attach(raw_dev(dev)) };
     if ret < 0 {
         return Err(Error::from_errno(ret));
     }

@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Driving the DMA engine: programming a transfer, waiting for its interrupt
-//! (with a timeout), turning device error codes into errnos with a `dev_err`
-//! line that names the cause, and building scatter-gather descriptor lists.
+//! Driving the DMA engine through [`Live`] (a bound device with its transfer
+//! mutex held): programming a transfer, waiting for its interrupt (with a
+//! timeout), turning device error codes into errnos with a `dev_err` line
+//! that names the cause, and building scatter-gather descriptor lists.
 
 use crate::{
-    device::{bump, ErrorSource, LastError, Live},
-    dma_raw::{SgMap, SingleMap},
+    dma_raw::SingleMap,
+    dma_sg::SgMap,
     regs::*,
+    state::{bump, Bar0, Bar1, Dma24, ErrorSource, LastError, Registers, XferState},
 };
 use kernel::{
+    bindings, device,
     dma::{Coherent, CoherentBox, DataDirection, DmaAddress},
-    io::Io,
+    pci,
     prelude::*,
     transmute::{AsBytes, FromBytes},
 };
@@ -20,9 +23,16 @@ use kernel::{
 /// the `SLAB_CACHE_DMA` cache's objects.
 pub(crate) const CHUNK: usize = 16 * 1024;
 
-/// `EPROTO` and `EOPNOTSUPP`, which `kernel::error::code` does not name.
-const EPROTO: i32 = 71;
-const EOPNOTSUPP: i32 = 95;
+/// `EPROTO`, which `kernel::error::code` does not name: made from the C
+/// constant (positive, like every `E*` in the C headers).
+pub(crate) fn eproto() -> Error {
+    Error::from_errno(-(bindings::EPROTO as i32))
+}
+
+/// `EOPNOTSUPP`, which `kernel::error::code` does not name (see [`eproto`]).
+pub(crate) fn eopnotsupp() -> Error {
+    Error::from_errno(-(bindings::EOPNOTSUPP as i32))
+}
 
 /// Direction of a transfer, from the driver's point of view.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -66,17 +76,12 @@ pub(crate) fn errno_for(code: u32) -> Error {
         ERR_BME_OFF => EPERM,
         ERR_BAD_LENGTH => EINVAL,
         ERR_BAD_OFFSET => ERANGE,
-        ERR_BAD_DESCRIPTOR => Error::from_errno(-EPROTO),
+        ERR_BAD_DESCRIPTOR => eproto(),
         ERR_DESC_LIST_TOO_LONG => E2BIG,
         ERR_BUSY => EBUSY,
-        ERR_BAD_COMMAND => Error::from_errno(-EOPNOTSUPP),
+        ERR_BAD_COMMAND => eopnotsupp(),
         _ => EIO,
     }
-}
-
-/// The default completion timeout (module parameter `timeout_ms`).
-pub(crate) fn default_timeout_ms() -> u32 {
-    (*crate::module_parameters::timeout_ms.value()).max(1)
 }
 
 /// One transfer as written to the registers, unchecked: the KUnit suites
@@ -110,7 +115,7 @@ unsafe impl AsBytes for Desc {}
 // SAFETY: Any 16 bytes are a valid `Desc` (all fields are integers).
 unsafe impl FromBytes for Desc {}
 
-const _: () = assert!(core::mem::size_of::<Desc>() == DESC_SIZE);
+const _: () = assert!(core::mem::size_of::<Desc>() as u64 == DESC_SIZE);
 
 impl Desc {
     pub(crate) fn new(addr: u64, len: u32, flags: u32) -> Self {
@@ -122,7 +127,31 @@ impl Desc {
     }
 }
 
+/// A device known to be bound, with its transfer mutex held: what every
+/// hardware access and DMA mapping goes through (see [`Dma24::with_live`]).
+pub(crate) struct Live<'a> {
+    pub(crate) dev: &'a Dma24,
+    pub(crate) ddev: &'a device::Device<device::Bound>,
+    pub(crate) pdev: &'a pci::Device<device::Bound>,
+    pub(crate) regs: &'a Bar0,
+    pub(crate) devmem: &'a Bar1,
+    pub(crate) state: &'a mut XferState,
+    /// Allocator of the buffer being transferred, for error records.
+    pub(crate) active_alloc: u32,
+}
+
 impl<'a> Live<'a> {
+    /// A transfer as written to the registers, with this device's timeout.
+    pub(crate) fn program(&self, addr: u64, dev_offset: u32, len: u32, cmd: u32) -> Program {
+        Program {
+            addr,
+            dev_offset,
+            len,
+            cmd,
+            timeout_ms: self.dev.params.timeout_ms,
+        }
+    }
+
     /// Checks that `len` bytes at `dev_offset` fit in device memory.
     pub(crate) fn check_range(&self, dev_offset: usize, len: usize) -> Result {
         let size = self.dev.info.devmem_size;
@@ -134,9 +163,9 @@ impl<'a> Live<'a> {
 
     /// Resets the engine (aborts a running transfer) and re-enables interrupts.
     pub(crate) fn reset_engine(&self) {
-        self.regs.write32(CTRL_RESET, REG_CONTROL);
-        self.regs.write32(CTRL_IRQ_ENABLE, REG_CONTROL);
-        self.regs.write32(IRQ_DONE | IRQ_ERROR, REG_IRQ_STATUS);
+        self.regs.set_reg32(REG_CONTROL, CTRL_RESET);
+        self.regs.set_reg32(REG_CONTROL, CTRL_IRQ_ENABLE);
+        self.regs.set_reg32(REG_IRQ_STATUS, IRQ_DONE | IRQ_ERROR);
     }
 
     /// Programs `p`, starts it and waits for the interrupt, then reads the
@@ -149,21 +178,21 @@ impl<'a> Live<'a> {
         let dir = if p.cmd & CMD_FROM_DEVICE != 0 { Dir::FromDevice } else { Dir::ToDevice };
         let sg = if p.cmd & CMD_SG != 0 { " (scatter-gather)" } else { "" };
 
-        if regs.read32(REG_STATUS) & STATUS_BUSY != 0 {
+        if regs.reg32(REG_STATUS) & STATUS_BUSY != 0 {
             dev_warn!(self.pdev, "{}: engine busy before start; resetting it\n", dev.name);
             self.reset_engine();
         }
         // Forget interrupts of earlier transfers, then start.
-        regs.write32(IRQ_DONE | IRQ_ERROR, REG_IRQ_STATUS);
+        regs.set_reg32(REG_IRQ_STATUS, IRQ_DONE | IRQ_ERROR);
         dev.done.reinit();
-        regs.write64(p.addr, REG_DMA_ADDR);
-        regs.write32(p.dev_offset, REG_DEV_OFFSET);
-        regs.write32(p.len, REG_DMA_LEN);
-        regs.write32(p.cmd, REG_DMA_CMD);
+        regs.set_reg64(REG_DMA_ADDR, p.addr);
+        regs.set_reg32(REG_DEV_OFFSET, p.dev_offset);
+        regs.set_reg32(REG_DMA_LEN, p.len);
+        regs.set_reg32(REG_DMA_CMD, p.cmd);
         bump(&dev.stats.starts, 1);
 
         let irq_seen = dev.done.wait_timeout_ms(p.timeout_ms);
-        let status = regs.read32(REG_STATUS);
+        let status = regs.reg32(REG_STATUS);
         let mut record = LastError {
             alloc: self.active_alloc,
             from_device: dir == Dir::FromDevice,
@@ -207,9 +236,9 @@ impl<'a> Live<'a> {
         }
 
         if status & STATUS_ERROR != 0 {
-            let code = regs.read32(REG_ERROR);
-            let fault = regs.read64(REG_FAULT_ADDR);
-            let seq = regs.read64(REG_LAST_SEQ);
+            let code = regs.reg32(REG_ERROR);
+            let fault = regs.reg64(REG_FAULT_ADDR);
+            let seq = regs.reg64(REG_LAST_SEQ);
             let err = errno_for(code);
             bump(&dev.stats.device_errors, 1);
             bump(&dev.stats.transfers_failed, 1);
@@ -274,13 +303,13 @@ impl<'a> Live<'a> {
         }
         self.check_range(dev_offset, len)?;
         map.give_to_device();
-        self.execute(&Program {
-            addr: map.dma_handle(),
-            dev_offset: u32::try_from(dev_offset)?,
-            len: u32::try_from(len)?,
-            cmd: CMD_START | dir.cmd(),
-            timeout_ms: default_timeout_ms(),
-        })
+        let p = self.program(
+            map.dma_handle(),
+            u32::try_from(dev_offset)?,
+            u32::try_from(len)?,
+            CMD_START | dir.cmd(),
+        );
+        self.execute(&p)
     }
 
     /// A descriptor list in coherent memory (which the DMA API places below
@@ -332,12 +361,12 @@ impl<'a> Live<'a> {
         let list = self.descriptor_list(&segs)?;
         map.give_to_device();
         // `list` stays allocated until the device has finished fetching it.
-        self.execute(&Program {
-            addr: list.dma_handle(),
-            dev_offset: u32::try_from(dev_offset)?,
-            len: u32::try_from(len)?,
-            cmd: CMD_START | CMD_SG | dir.cmd(),
-            timeout_ms: default_timeout_ms(),
-        })
+        let p = self.program(
+            list.dma_handle(),
+            u32::try_from(dev_offset)?,
+            u32::try_from(len)?,
+            CMD_START | CMD_SG | dir.cmd(),
+        );
+        self.execute(&p)
     }
 }

@@ -19,9 +19,11 @@ hash_files() {
 }
 
 # Files of a source folder that are inputs (not build products), sorted.
+# Symlinks count as the file they point at (guest-driver/src/regs.rs is the
+# device model's register map): hashed and copied by content.
 source_files() {
     [ -d "$1" ] || return 0
-    find "$1" -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name 'Kbuild' \
+    find "$1" \( -type f -o -type l \) \( -name '*.rs' -o -name '*.c' -o -name '*.h' -o -name 'Kbuild' \
         -o -name 'Makefile' -o -name '*.toml' -o -name '*.sh' -o -name 'init' \
         -o -name '*.config' -o -name '*.patch' -o -name '*.env' -o -name '*.txt' \) \
         -not -path '*/target/*' -not -name '*.mod.c' | LC_ALL=C sort
@@ -33,12 +35,14 @@ driver_source_files() {
 }
 
 # Copies the driver's sources into a folder, keeping their relative paths.
+# Symlinks are copied as the file they point at (cp -L), so the copy holds
+# the shared register map itself and builds on its own.
 copy_driver_sources() {
     local f rel
     driver_source_files | while read -r f; do
         rel=${f#"$REPO/guest-driver/"}
         mkdir -p "$1/$(dirname "$rel")"
-        cp "$f" "$1/$rel"
+        cp -L "$f" "$1/$rel" || die "cannot copy $f (a dangling symlink?)"
     done
 }
 
@@ -55,9 +59,11 @@ compute_keys() {
     local driver_files
     # The user-space tool (guest-driver/tool) goes into the initramfs only.
     mapfile -t driver_files < <(driver_source_files)
+    # guest-driver/src/regs.rs links to device-model/src/regs.rs: hashed by
+    # content, so a register map change rebuilds the module.
     DRIVER_KEY=$( {
         echo "$KERNEL_KEY"
-        hash_files "${driver_files[@]}"
+        hash_files "$IMAGES/lib/driver.sh" "${driver_files[@]}"
     } | sha256sum | cut -c1-16)
     BUILTIN_KEY=$(printf 'builtin %s\n' "$DRIVER_KEY" | sha256sum | cut -c1-16)
     local init_files

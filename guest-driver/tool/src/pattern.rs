@@ -1,19 +1,17 @@
 //! Test patterns: position- and seed-dependent bytes, so a transfer that
 //! lands at the wrong offset or from the wrong buffer is told apart from a
-//! right one.
+//! right one. The formula is the driver's (`guest-driver/src/pattern.rs`,
+//! compiled here as is), so the host can recompute what the KUnit suites and
+//! this tool wrote.
 
-/// `len` bytes that differ with position and seed (never all equal):
-/// `byte[i] = ((i mod 256) * 31 + seed + (i / 256 mod 256)) mod 256 XOR 0xa5`.
+#[path = "../../src/pattern.rs"]
+mod formula;
+
+pub use formula::byte;
+
+/// `len` bytes of the pattern for `seed` (see [`byte`]; never all equal).
 pub fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            (i as u8)
-                .wrapping_mul(31)
-                .wrapping_add(seed)
-                .wrapping_add((i >> 8) as u8)
-                ^ 0xa5
-        })
-        .collect()
+    (0..len).map(|i| byte(seed, i)).collect()
 }
 
 /// The first index at which two buffers differ (or the shorter one ends).
@@ -40,6 +38,19 @@ mod tests {
         let p = bytes(4096, 7);
         assert_ne!(p[0..256], p[256..512], "pages of one pattern must differ");
         assert_eq!(p, bytes(4096, 7));
+    }
+
+    #[test]
+    fn pattern_follows_its_documented_formula() {
+        // The formula of `byte`'s doc comment, computed the long way.
+        for seed in [0u8, 1, 0x5a, 0xff] {
+            for i in [0usize, 1, 255, 256, 257, 4095, 65535, 65536, 1 << 20] {
+                let want = (((i % 256) * 31 + usize::from(seed) + (i / 256) % 256) % 256) ^ 0xa5;
+                assert_eq!(usize::from(byte(seed, i)), want, "seed {seed} i {i}");
+            }
+        }
+        // Fixed values: a change of the formula breaks every recorded trace.
+        assert_eq!(bytes(4, 0), [0xa5, 0xba, 0x9b, 0xf8]);
     }
 
     #[test]

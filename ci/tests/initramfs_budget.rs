@@ -8,7 +8,8 @@
 use ci::guest::Artifacts;
 
 fn initramfs_env(key: &str) -> Option<String> {
-    let env = std::fs::read_to_string(ci::workspace_root().join("images/initramfs/initramfs.env")).ok()?;
+    let env = std::fs::read_to_string(ci::workspace_root().join("images/initramfs/initramfs.env"))
+        .ok()?;
     env.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .map(|v| v.trim_matches('"').to_string())

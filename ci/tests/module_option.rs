@@ -82,20 +82,26 @@ fn module_option_loads_the_given_ko_with_its_arguments() {
     // The images' own module, but from outside the initramfs, with arguments
     // that differ from its defaults.
     let ko = a.images.join("dmalab.ko");
-    let spec = module_spec("module-option", &ko, "timeout_ms=1500 alloc=2");
+    let spec = module_spec("module-option", &ko, "force_intx=1 timeout_ms=1500");
     let run = guest::boot(&a, &spec, &guest::cache_dir().join("test-runs"))
         .unwrap_or_else(|e| panic!("{e}"));
     let init = run.init_lines();
     let tail = || run.console_tail(40);
     assert_eq!(run.exit, Some(0), "exit status\n{}", tail());
     assert!(
-        init.contains(&"loading /lib/modules/user/dmalab.ko (--module) with arguments: timeout_ms=1500 alloc=2"),
+        init.contains(
+            &"loading /lib/modules/user/dmalab.ko (--module) with arguments: force_intx=1 timeout_ms=1500"
+        ),
         "the init did not load the --module file: {init:?}"
+    );
+    // force_intx=1 took effect: the driver's probe line names the mode (Msi by default).
+    assert!(
+        run.console.contains("64 KiB device memory, Intx,"),
+        "the module's arguments did not reach it\n{}",
+        tail()
     );
     for line in [
         "insmod dmalab ok",
-        "param timeout_ms=1500",
-        "param alloc=2",
         "dma24-tool exit=0",
         "rmmod dmalab ok",
         "done",

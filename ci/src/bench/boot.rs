@@ -4,51 +4,28 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::analysis::{analyse_boot, boot_phases, Boot};
-use super::machine::{command_line_out, ensure_qemu};
-use super::memory::guest_ram_regions;
-use super::stats::Stats;
-use super::table::{fmt_stats, row};
-use super::tiny_kernel::first_insn_tiny;
-use super::vmm::{dmalab_command, qemu_args, run_vmm, Capture, Vmm};
-use super::{progress, Ctx, BOOT_EXTRA, DRIVER_READY, MEM_MIB, QEMU_CPU, QEMU_ONLY};
-use crate::demo;
+use ci::guest::GUEST_CMDLINE;
 
-pub(super) fn one_boot(
-    ctx: &mut Ctx,
-    vmm: Vmm,
-    run: usize,
-    cmd: Command,
-    name: &str,
-    grace: Duration,
-) -> Option<(Boot, Capture)> {
-    let log = ctx.out.join("logs").join(format!("{name}.log"));
-    let cap = match run_vmm(
-        cmd,
-        DRIVER_READY,
-        Duration::from_secs(400),
-        grace,
-        &guest_ram_regions(MEM_MIB),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            ctx.report.notes.push(format!("{name}: {e}"));
-            return None;
-        }
-    };
-    let _ = std::fs::write(&log, cap.console());
-    let b = analyse_boot(vmm, run, &cap, &log);
-    match (&b.error, b.driver_ready_wall_s) {
-        (Some(e), _) => progress(&format!("  {name}: FAILED: {e}")),
-        (None, Some(w)) => progress(&format!(
-            "  {name}: driver ready after {w:.1} s (guest Run /init at {} s), exit {:?} after {:.1} s",
-            b.run_init_guest_s.map_or("?".into(), |g| format!("{g:.1}")),
-            b.exit_code,
-            b.total_wall_s
-        )),
-        _ => {}
-    }
-    Some((b, cap))
+use super::analysis::{boot_phases, Boot, Phase};
+use super::guest::{BOOT_EXTRA, MEM_MIB, QEMU_CPU, QEMU_ONLY};
+use super::inputs::{progress, Inputs};
+use super::machine::{command_line_out, ensure_qemu};
+use super::stats::Stats;
+use super::table::{fmt_stats, row, Row};
+use super::tiny_kernel::first_insn_tiny;
+use super::vmm::{dmalab_command, qemu_args, Vmm};
+
+/// What the boot part measured.
+#[derive(Default)]
+pub struct BootPart {
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    pub boots: Vec<Boot>,
+    pub phases: Vec<Phase>,
+    /// First lines of the QEMUs' `--version`, when they ran.
+    pub qemu_version: Option<String>,
+    pub qemu_command: Option<String>,
+    pub dmalab_cmdline: Option<String>,
 }
 
 /// A QEMU the dmalab boots are compared with.
@@ -61,10 +38,10 @@ struct Peer {
 
 /// The peers: a current QEMU (images/qemu.sh) first, the ratio's reference;
 /// the machine's own (bookworm's 7.2) as a second row.
-fn peers(ctx: &mut Ctx) -> (Vec<Peer>, Vec<(Vmm, String)>) {
+fn peers(inputs: &Inputs, part: &mut BootPart) -> (Vec<Peer>, Vec<(Vmm, String)>) {
     let mut found = Vec::new();
     let mut missing = Vec::new();
-    if !ctx.opts.qemu {
+    if !inputs.opts.qemu {
         for vmm in [Vmm::Qemu, Vmm::QemuBookworm] {
             missing.push((vmm, "--no-qemu".to_string()));
         }
@@ -72,7 +49,7 @@ fn peers(ctx: &mut Ctx) -> (Vec<Peer>, Vec<(Vmm, String)>) {
     }
     progress("QEMU peers: a current QEMU (images/qemu.sh) and the machine's own");
     for (vmm, path) in [
-        (Vmm::Qemu, crate::images::current_qemu()),
+        (Vmm::Qemu, ci::build::current_qemu()),
         (Vmm::QemuBookworm, ensure_qemu()),
     ] {
         match path {
@@ -85,10 +62,11 @@ fn peers(ctx: &mut Ctx) -> (Vec<Peer>, Vec<(Vmm, String)>) {
                     .skip_while(|w| *w != "version")
                     .nth(1)
                     .map_or_else(|| "QEMU".to_string(), |v| format!("QEMU {v}"));
-                if !ctx.report.machine.qemu.is_empty() {
-                    ctx.report.machine.qemu.push_str("; ");
+                let all = part.qemu_version.get_or_insert_with(String::new);
+                if !all.is_empty() {
+                    all.push_str("; ");
                 }
-                ctx.report.machine.qemu.push_str(&version);
+                all.push_str(&version);
                 found.push(Peer { vmm, path, label });
             }
             Err(e) => missing.push((vmm, e)),
@@ -111,20 +89,25 @@ fn quoted_command(prog: &Path, args: &[String]) -> String {
     format!("{} {}", prog.display(), args.join(" "))
 }
 
-pub(super) fn boot_part(ctx: &mut Ctx) {
-    let Some((images, dmalab)) = ctx.guest_artifacts("boot", "boot to driver-ready, dmalab", "")
-    else {
-        return;
+pub fn boot_part(inputs: &Inputs) -> BootPart {
+    let mut part = BootPart::default();
+    let (images, dmalab) = match inputs.guest_artifacts("boot", "boot to driver-ready, dmalab", "")
+    {
+        Ok(a) => a,
+        Err(r) => {
+            part.rows.push(*r);
+            return part;
+        }
     };
-    let (peers, missing) = peers(ctx);
+    let (peers, missing) = peers(inputs, &mut part);
     progress("VMM start-up with a minimal kernel (5 runs)");
-    let tiny = first_insn_tiny(&dmalab, &ctx.out.join("logs"), 5);
+    let tiny = first_insn_tiny(&dmalab, &inputs.out.join("logs"), 5);
     let r = row(
         "boot",
         "VMM start to first guest instruction, minimal kernel (dmalab)",
         "dmalab's own log (as above) when it boots a 7-byte PVH kernel (tiny ELF written by the bench): the VMM's start-up without copying a real kernel and initrd into guest RAM; 5 runs",
     );
-    ctx.report.rows.push(
+    part.rows.push(
         match tiny {
             Ok(v) => match Stats::of(&v) {
                 Some(s) => r.value(s.median, "ms", fmt_stats(&s, "ms", 2)),
@@ -134,56 +117,59 @@ pub(super) fn boot_part(ctx: &mut Ctx) {
         }
         .at_most(5.0, "5 ms"),
     );
-    let extra = format!("{} {BOOT_EXTRA}", demo::GUEST_CMDLINE);
+    let extra = format!("{GUEST_CMDLINE} {BOOT_EXTRA}");
     let mut cmdline: Option<String> = None;
     let mut boots = Vec::new();
-    for run in 1..=ctx.opts.runs {
-        progress(&format!("boot {run}/{}: dmalab", ctx.opts.runs));
+    let runs = inputs.opts.runs;
+    for run in 1..=runs {
+        progress(&format!("boot {run}/{runs}: dmalab"));
         let cmd = dmalab_command(&dmalab, &images, &extra, false, None);
-        if let Some((b, cap)) = one_boot(
-            ctx,
+        match inputs.one_boot(
             Vmm::Dmalab,
             run,
             cmd,
             &format!("boot-dmalab-{run}"),
             Duration::from_secs(60),
         ) {
-            if cmdline.is_none() {
-                cmdline = cap
-                    .lines
-                    .iter()
-                    .filter(|(_, err, _)| *err)
-                    .find_map(|(_, _, l)| l.split_once("guest command line: "))
-                    .map(|(_, c)| c.trim().to_string());
+            Err(note) => part.notes.push(note),
+            Ok((b, cap)) => {
+                if cmdline.is_none() {
+                    cmdline = cap
+                        .lines
+                        .iter()
+                        .filter(|(_, err, _)| *err)
+                        .find_map(|(_, _, l)| l.split_once("guest command line: "))
+                        .map(|(_, c)| c.trim().to_string());
+                }
+                if run == 1 && b.ok {
+                    part.phases = boot_phases(&cap.stdout_lines(), b.driver_ready_guest_s_est);
+                }
+                boots.push(b);
             }
-            if run == 1 && b.ok {
-                ctx.report.phases = boot_phases(&cap.stdout_lines(), b.driver_ready_guest_s_est);
-            }
-            boots.push(b);
         }
         let Some(c) = &cmdline else { continue };
         for peer in &peers {
             progress(&format!(
                 "boot {run}/{}: {} ({})",
-                ctx.opts.runs,
+                runs,
                 peer.label,
                 peer.vmm.name()
             ));
             let append = format!("{c} {QEMU_ONLY}");
             let args = qemu_args(&images, &append);
-            if peer.vmm == Vmm::Qemu && ctx.report.qemu_command.is_none() {
-                ctx.report.qemu_command = Some(quoted_command(&peer.path, &args));
+            if peer.vmm == Vmm::Qemu && part.qemu_command.is_none() {
+                part.qemu_command = Some(quoted_command(&peer.path, &args));
             }
             let mut cmd = Command::new(&peer.path);
             cmd.args(&args);
             let name = format!("boot-{}-{run}", peer.vmm.name());
-            if let Some((b, _)) = one_boot(ctx, peer.vmm, run, cmd, &name, Duration::from_secs(60))
-            {
-                boots.push(b);
+            match inputs.one_boot(peer.vmm, run, cmd, &name, Duration::from_secs(60)) {
+                Ok((b, _)) => boots.push(b),
+                Err(note) => part.notes.push(note),
             }
         }
     }
-    ctx.report.dmalab_cmdline = cmdline.clone();
+    part.dmalab_cmdline = cmdline.clone();
     let mut why_not: Vec<(Vmm, String)> = missing;
     if cmdline.is_none() {
         for p in &peers {
@@ -194,7 +180,7 @@ pub(super) fn boot_part(ctx: &mut Ctx) {
         }
     }
     if !peers.is_empty() && cmdline.is_some() {
-        ctx.report.notes.push(format!(
+        part.notes.push(format!(
             "QEMU gets dmalab's exact guest command line plus `{QEMU_ONLY}`: on PVM hosts the kernel's \
              int3 self-test cannot be emulated; dmalab completes that int3 by injecting #BP, QEMU cannot, \
              so the patched guest kernel skips the test (images/patches/0002). `-cpu {QEMU_CPU}`: Debian's \
@@ -205,9 +191,10 @@ pub(super) fn boot_part(ctx: &mut Ctx) {
         ));
     }
     let labels: Vec<(Vmm, String)> = peers.iter().map(|p| (p.vmm, p.label.clone())).collect();
-    boot_rows(ctx, &boots, &labels, &why_not);
-    ctx.report.boots.extend(boots);
-    module_kunit_row(ctx, &images, &dmalab);
+    boot_rows(&mut part.rows, &boots, &labels, &why_not);
+    part.boots = boots;
+    module_kunit_row(inputs, &mut part, &images, &dmalab);
+    part
 }
 
 /// The name a peer's rows carry: its version when it ran, else what it is.
@@ -222,7 +209,12 @@ fn peer_label(labels: &[(Vmm, String)], vmm: Vmm) -> String {
         })
 }
 
-fn boot_rows(ctx: &mut Ctx, boots: &[Boot], labels: &[(Vmm, String)], why_not: &[(Vmm, String)]) {
+fn boot_rows(
+    rows: &mut Vec<Row>,
+    boots: &[Boot],
+    labels: &[(Vmm, String)],
+    why_not: &[(Vmm, String)],
+) {
     let pick = |vmm: Vmm, f: &dyn Fn(&Boot) -> Option<f64>| -> Vec<f64> {
         boots
             .iter()
@@ -247,7 +239,6 @@ fn boot_rows(ctx: &mut Ctx, boots: &[Boot], labels: &[(Vmm, String)], why_not: &
             .map(|(_, w)| w.as_str())
     };
     let peers = [Vmm::Qemu, Vmm::QemuBookworm];
-    let rows = &mut ctx.report.rows;
     let how_wall = "wall time from spawning the VMM to the console line 'dmalab-init: insmod dmalab ok' (host clock, console streamed)";
     let d_wall = Stats::of(&pick(Vmm::Dmalab, &|b| b.driver_ready_wall_s));
     let r = row("boot", "boot to driver-ready, dmalab (wall)", how_wall);
@@ -416,7 +407,7 @@ fn boot_rows(ctx: &mut Ctx, boots: &[Boot], labels: &[(Vmm, String)], why_not: &
 /// One more dmalab boot with the module's KUnit suites left on (the boots
 /// above pass `kunit.enable=0`) and the dma24 attached, so the suites run
 /// against a device: the guest time they add inside `insmod`, as its own row.
-fn module_kunit_row(ctx: &mut Ctx, images: &Path, dmalab: &Path) {
+fn module_kunit_row(inputs: &Inputs, part: &mut BootPart, images: &Path, dmalab: &Path) {
     let how = "one dmalab boot with the dma24 device and KUnit on: guest printk time of the module's first 'KTAP version' line to driver-ready (est.); the boots above pass kunit.enable=0, so this is not in their figures";
     let r = row(
         "boot",
@@ -424,18 +415,20 @@ fn module_kunit_row(ctx: &mut Ctx, images: &Path, dmalab: &Path) {
         how,
     );
     progress("boot: dmalab with the module's KUnit suites at insmod (1 run)");
-    let extra = format!("{} dmalab.run=none", demo::GUEST_CMDLINE);
+    let extra = format!("{GUEST_CMDLINE} dmalab.run=none");
     let cmd = dmalab_command(dmalab, images, &extra, true, None);
-    let Some((b, cap)) = one_boot(
-        ctx,
+    let (b, cap) = match inputs.one_boot(
         Vmm::Dmalab,
         1,
         cmd,
         "boot-dmalab-kunit",
         Duration::from_secs(60),
-    ) else {
-        ctx.report.rows.push(r.not_measured("the boot did not run"));
-        return;
+    ) {
+        Ok(bc) => bc,
+        Err(note) => {
+            part.rows.push(r.not_measured(&note));
+            return;
+        }
     };
     let phases = boot_phases(&cap.stdout_lines(), b.driver_ready_guest_s_est);
     let kunit = phases.iter().find(|p| p.name.contains("KUnit"));
@@ -444,7 +437,7 @@ fn module_kunit_row(ctx: &mut Ctx, images: &Path, dmalab: &Path) {
         .iter()
         .filter(|(_, l)| l.contains("# Subtest: dmalab_"))
         .count();
-    ctx.report.rows.push(match (kunit, &b.error) {
+    part.rows.push(match (kunit, &b.error) {
         (_, Some(e)) => r.not_measured(e.lines().next().unwrap_or("boot failed")),
         (Some(p), None) => r.value(
             p.to_s - p.from_s,

@@ -21,6 +21,8 @@ T0=$(date +%s)
 
 # shellcheck source=versions.env
 . "$IMAGES/versions.env"
+# shellcheck source=initramfs/initramfs.env
+. "$IMAGES/initramfs/initramfs.env"
 # shellcheck source=lib/common.sh
 . "$IMAGES/lib/common.sh"
 # shellcheck source=lib/tools.sh
@@ -41,9 +43,11 @@ keys)
     ;;
 versions)
     apt_private_update
-    for p in "$KERNEL_PKG" rust-src busybox-static; do
+    for p in "$KERNEL_PKG" rust-src; do
         apt_private policy "$p" | sed -n '1,12p'
     done
+    echo "busybox (source, $BUSYBOX_SRC_SUITE):"
+    apt_private showsrc busybox | awk '/^Version:/ {print "  " $2}' 
     ;;
 build)
     mkdir -p "$CACHE"

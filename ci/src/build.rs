@@ -16,7 +16,7 @@ pub enum BuildError {
     },
     #[error("{script} failed ({status}): see the messages above")]
     Recipe { script: String, status: String },
-    #[error("images/build.sh printed no output folder")]
+    #[error("the images recipe printed no path")]
     NoOutput,
     #[error("images/build.sh said {0} but it has no vmlinux")]
     NoKernel(String),
@@ -33,14 +33,13 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Builds what is missing of the guest images and returns their folder; the
-/// recipe prints progress on stderr and the output folder as its last stdout
-/// line.
-pub fn images() -> Result<PathBuf, BuildError> {
-    let script = workspace_root().join("images/build.sh");
+/// Runs `images/<script> <command>`, which prints progress on stderr and a
+/// path as its last stdout line; returns that path.
+fn recipe(script: &str, command: &str) -> Result<PathBuf, BuildError> {
+    let script = workspace_root().join("images").join(script);
     let out = Command::new("bash")
         .arg(&script)
-        .arg("build")
+        .arg(command)
         .stderr(Stdio::inherit())
         .output()
         .map_err(|source| BuildError::Spawn {
@@ -53,12 +52,18 @@ pub fn images() -> Result<PathBuf, BuildError> {
             status: out.status.to_string(),
         });
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
         .map(PathBuf::from)
-        .ok_or(BuildError::NoOutput)?;
+        .ok_or(BuildError::NoOutput)
+}
+
+/// Builds what is missing of the guest images and returns their folder; the
+/// recipe prints progress on stderr and the output folder as its last stdout
+/// line.
+pub fn images() -> Result<PathBuf, BuildError> {
+    let dir = recipe("build.sh", "build")?;
     if !dir.join("vmlinux").is_file() {
         return Err(BuildError::NoKernel(dir.display().to_string()));
     }
@@ -91,4 +96,17 @@ pub fn dmalab() -> Result<PathBuf, BuildError> {
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+/// A current QEMU (11.x from trixie-backports in a cached trixie root):
+/// `images/qemu.sh install` (progress on stderr); returns its wrapper.
+pub fn current_qemu() -> Result<PathBuf, String> {
+    let qemu = recipe("qemu.sh", "install").map_err(|e| e.to_string())?;
+    if !qemu.is_file() {
+        return Err(format!(
+            "images/qemu.sh said {} but it is missing",
+            qemu.display()
+        ));
+    }
+    Ok(qemu)
 }

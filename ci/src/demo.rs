@@ -36,9 +36,38 @@ pub enum DemoError {
     Summary,
     #[error("dmalab trace view failed")]
     Report,
+    #[error("{0}\n{USAGE}")]
+    Usage(String),
 }
 
-pub fn run() -> Result<(), DemoError> {
+/// `cargo xtask demo [--module FILE [--module-args STR]]`.
+pub const USAGE: &str =
+    "usage: cargo xtask demo [--module FILE.ko [--module-args \"name=value ...\"]]";
+
+/// The demo's options: a developer's own module instead of the images' dmalab.ko.
+fn parse_args(args: &[String]) -> Result<(Option<String>, Option<String>), DemoError> {
+    let (mut module, mut module_args) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| DemoError::Usage(format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--module" => module = Some(value()?),
+            "--module-args" => module_args = Some(value()?),
+            other => return Err(DemoError::Usage(format!("unknown option {other:?}"))),
+        }
+    }
+    if module_args.is_some() && module.is_none() {
+        return Err(DemoError::Usage("--module-args needs --module".into()));
+    }
+    Ok((module, module_args))
+}
+
+pub fn run(args: &[String]) -> Result<(), DemoError> {
+    let (module, module_args) = parse_args(args)?;
     let started = Instant::now();
     let dir = build::images()?;
     let dmalab = build::dmalab()?;
@@ -54,8 +83,16 @@ pub fn run() -> Result<(), DemoError> {
         console_log.display()
     );
 
-    let mut child = Command::new(&dmalab)
-        .arg("run")
+    let mut cmd = Command::new(&dmalab);
+    cmd.arg("run");
+    if let Some(m) = &module {
+        eprintln!("demo: with your module {m} instead of the images' dmalab.ko");
+        cmd.arg("--module").arg(m);
+    }
+    if let Some(a) = &module_args {
+        cmd.arg("--module-args").arg(a);
+    }
+    let mut child = cmd
         .arg("--kernel")
         .arg(dir.join("vmlinux"))
         .arg("--initrd")

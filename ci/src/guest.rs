@@ -102,6 +102,10 @@ pub struct GuestSpec {
     pub device: Option<String>,
     pub mem_mib: u32,
     pub timeout: Duration,
+    /// `--module` (a .ko the init loads instead of the images' dmalab.ko)
+    /// and its `--module-args`.
+    pub module: Option<PathBuf>,
+    pub module_args: Option<String>,
 }
 
 /// What a finished guest left.
@@ -163,6 +167,12 @@ pub fn boot(artifacts: &Artifacts, spec: &GuestSpec, out_dir: &Path) -> Result<G
         .map(|_| out_dir.join(format!("{}.trace.jsonl", spec.name)));
     if let Some(device) = &spec.device {
         cmd.arg("--device").arg(device);
+    }
+    if let Some(module) = &spec.module {
+        cmd.arg("--module").arg(module);
+    }
+    if let Some(args) = &spec.module_args {
+        cmd.arg("--module-args").arg(args);
     }
     if let Some(trace) = &trace {
         let _ = std::fs::remove_file(trace);

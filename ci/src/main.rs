@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Some("images") => build::images()
             .map(|dir| println!("{}", dir.display()))
             .map_err(TaskError::from),
-        Some("demo") => demo::run().map_err(TaskError::from),
+        Some("demo") => demo::run(&args[1..]).map_err(TaskError::from),
         Some("setup") => ensure_chromium()
             .map(|p| println!("{}", p.display()))
             .map_err(TaskError::from),

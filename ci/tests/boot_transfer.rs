@@ -78,6 +78,8 @@ fn spec(name: &str, kernel: &str, cmdline: &str, device: &str) -> GuestSpec {
         device: Some(device.into()),
         mem_mib: 128,
         timeout: Duration::from_secs(600),
+        module: None,
+        module_args: None,
     }
 }
 

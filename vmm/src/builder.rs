@@ -20,6 +20,7 @@ use crate::bus::Bus;
 use crate::cmdline::{self, lpj_for, CmdlineSpec};
 use crate::device_manager::{LegacyDevices, PciDevices};
 use crate::eventloop::VmmLoop;
+use crate::initrd_module::{ModuleArchive, ModuleError};
 use crate::loader::{self, InitrdInfo, KernelInfo};
 use crate::logger;
 use crate::memory;
@@ -45,6 +46,8 @@ struct Inputs {
     cmdline: CmdlineSpec,
     kernel: KernelInfo,
     initrd: Option<InitrdInfo>,
+    /// `--module`: a cpio put in front of the initrd.
+    module: Option<ModuleArchive>,
 }
 
 /// A VM ready to run: memory loaded, devices wired, vCPUs configured.
@@ -76,12 +79,22 @@ impl VmBuilder {
             true => None,
             false => Some(loader::inspect_initrd_parts(&parts)?),
         };
-        loader::check_memory(&kernel, initrd.as_ref(), mem_size)?;
+        let module = match (&cfg.module, &initrd) {
+            (None, _) => None,
+            (Some(_), None) => return Err(ModuleError::NoInitrd.into()),
+            (Some(m), Some(_)) => Some(ModuleArchive::from_file(m, cfg.module_args.as_deref())?),
+        };
+        let with_module = initrd.clone().map(|mut i| {
+            i.size += module.as_ref().map_or(0, ModuleArchive::len);
+            i
+        });
+        loader::check_memory(&kernel, with_module.as_ref(), mem_size)?;
         Ok(Inputs {
             mem_size,
             cmdline,
             kernel,
             initrd,
+            module,
         })
     }
 
@@ -123,6 +136,13 @@ impl VmBuilder {
             .as_ref()
             .map(|i| loader::load_initrd(&mem, i, &inputs.kernel, inputs.mem_size))
             .transpose()?;
+        let initrd = match (initrd, &inputs.module) {
+            (Some(i), Some(m)) => {
+                log::info!("module {} in front of the initrd", m.file_name);
+                Some(m.prepend_to(&mem, i, inputs.kernel.end.div_ceil(4096) * 4096)?)
+            }
+            (initrd, _) => initrd,
+        };
         log::info!(
             "kernel {} ({:?}, entry {:#x} via {}){}",
             inputs.kernel.path.display(),

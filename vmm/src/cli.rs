@@ -19,11 +19,12 @@ Exit codes:
   0  the guest shut down cleanly: i8042 reset (reboot=k, e.g. `reboot -f`),
      status 0 written to the exit port, or `poweroff`/`halt` (\"reboot: System halted\")
   1  VMM error (KVM failure, no /dev/kvm, no permission on /dev/kvm)
-  2  usage or input error (bad option, kernel/initrd missing or unreadable,
-     not a kernel, --mem too small for the kernel)
+  2  usage or input error (bad option, kernel/initrd/--module missing or
+     unreadable, not a kernel, --module not an x86-64 .ko, --mem too small)
   3  guest kernel panic (\"Kernel panic - not syncing\" seen on the console)
   4  guest fault KVM cannot handle (emulation failure, triple fault)
-  5  the guest wrote a non-zero status to the exit port
+  5  the guest wrote a non-zero status to the exit port (a test failed, or
+     the guest's insmod refused --module, e.g. built for another kernel)
   6  --timeout elapsed
   130  SIGINT or SIGTERM (the guest is stopped and the DMA trace closed first)
 
@@ -56,7 +57,7 @@ pub struct Cli {
 pub enum Command {
     /// Boot a Linux guest.
     #[command(after_long_help = EXIT_CODES_HELP)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Read a DMA trace written by `run --trace`.
     #[command(subcommand)]
     Trace(TraceCommand),
@@ -138,6 +139,18 @@ pub struct RunArgs {
     /// attempted) to FILE; needs --device.
     #[arg(long, value_name = "FILE", requires = "device")]
     pub trace: Option<PathBuf>,
+    /// Load this kernel module (.ko) in the guest instead of the images'
+    /// dmalab.ko, without rebuilding the initramfs (vmm/src/initrd_module.rs).
+    #[arg(long, value_name = "FILE")]
+    pub module: Option<PathBuf>,
+    /// Parameters for --module's insmod: "name=value name=value".
+    #[arg(
+        long,
+        value_name = "STR",
+        requires = "module",
+        allow_hyphen_values = true
+    )]
+    pub module_args: Option<String>,
 }
 
 fn parse_device(s: &str) -> Result<Dma24Config, String> {
@@ -223,6 +236,8 @@ impl RunArgs {
             stdin: !self.no_stdin,
             device: self.device,
             trace: self.trace,
+            module: self.module,
+            module_args: self.module_args,
         }
     }
 }
@@ -238,7 +253,7 @@ mod tests {
 
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args).unwrap().command {
-            Command::Run(r) => r,
+            Command::Run(r) => *r,
             other => panic!("not run: {other:?}"),
         }
     }
@@ -389,6 +404,27 @@ mod tests {
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
         assert!(parse(&["run", "--log-level", "loud"]).is_err());
+        // --module-args without --module.
+        assert_eq!(
+            parse(&["run", "--module-args", "a=1"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn module_and_args() {
+        let c = run_args(&[
+            "run",
+            "--module",
+            "/m/mydrv.ko",
+            "--module-args",
+            "force_intx=1 timeout_ms=-1",
+        ])
+        .into_config();
+        assert_eq!(c.module, Some(PathBuf::from("/m/mydrv.ko")));
+        assert_eq!(c.module_args.as_deref(), Some("force_intx=1 timeout_ms=-1"));
+        // The default guest: its initrd is what /init loads the module from.
+        assert_eq!(c.kernel, images_dir().join("vmlinux"));
     }
 
     #[test]

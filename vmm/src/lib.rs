@@ -22,6 +22,7 @@ pub mod device_manager;
 pub mod eventloop;
 pub mod fault;
 pub mod i8042;
+pub mod initrd_module;
 pub mod kvm_exit;
 pub mod loader;
 pub mod logger;

@@ -20,6 +20,7 @@ use crate::bus::BusError;
 use crate::cmdline::CmdlineError;
 use crate::cpuid::CpuPolicy;
 use crate::device_manager::{LegacyDeviceError, PciDeviceError};
+use crate::initrd_module::ModuleError;
 use crate::loader::LoaderError;
 use crate::memory::{MemoryError, KVM_TSS_ADDR};
 use crate::mptable::MptableError;
@@ -49,6 +50,9 @@ pub struct VmConfig {
     pub device: Option<device_model::Dma24Config>,
     /// Where the device's DMA trace goes.
     pub trace: Option<PathBuf>,
+    /// A kernel module put in front of the initrd for /init to load.
+    pub module: Option<PathBuf>,
+    pub module_args: Option<String>,
 }
 
 /// Errors setting up or running the VM.
@@ -58,6 +62,8 @@ pub enum VmError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Cmdline(#[from] CmdlineError),
+    #[error(transparent)]
+    Module(#[from] ModuleError),
     #[error(transparent)]
     BootInfo(#[from] BootInfoError),
     #[error(transparent)]
@@ -114,6 +120,7 @@ impl VmError {
         match self {
             VmError::Loader(_)
             | VmError::Cmdline(_)
+            | VmError::Module(_)
             | VmError::Memory(MemoryError::BadSize(_))
             | VmError::Attach(AttachError::Trace(_) | AttachError::Options { .. })
             | VmError::PciDevices(PciDeviceError::Attach(
@@ -261,6 +268,8 @@ mod tests {
             stdin: false,
             device: None,
             trace: None,
+            module: None,
+            module_args: None,
         };
         let e = run(&cfg).unwrap_err();
         assert!(
@@ -289,6 +298,36 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, VmError::NoKvm(_)), "{e}");
+        // --module: a file that is not a .ko, or no initrd for it, is the user's error.
+        let initrd = vmm_sys_util::tempfile::TempFile::new().unwrap();
+        std::io::Write::write_all(&mut initrd.as_file(), b"070701").unwrap();
+        let with_module = VmConfig {
+            kernel: t.as_path().to_path_buf(),
+            initrd: Some(initrd.as_path().to_path_buf()),
+            module: Some(initrd.as_path().to_path_buf()),
+            ..cfg.clone()
+        };
+        let e = run(&with_module).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VmError::Module(crate::initrd_module::ModuleError::NotAModule { .. })
+            ),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), ExitCode::Usage);
+        let e = run(&VmConfig {
+            initrd: None,
+            ..with_module
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VmError::Module(crate::initrd_module::ModuleError::NoInitrd)
+            ),
+            "{e}"
+        );
         // A missing extra initrd part is the user's error, found before KVM.
         let initrd = vmm_sys_util::tempfile::TempFile::new().unwrap();
         let e = run(&VmConfig {

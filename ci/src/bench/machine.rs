@@ -113,7 +113,7 @@ fn in_path(prog: &str) -> Option<PathBuf> {
     })
 }
 
-/// `qemu-system-x86_64`, installed with apt (Debian's qemu-system-x86) when
+/// `qemu-system-x86_64` of the machine's own suite, installed with apt (Debian's qemu-system-x86) when
 /// missing and we are root.
 pub(super) fn ensure_qemu() -> Result<PathBuf, String> {
     if let Some(p) = in_path("qemu-system-x86_64") {

@@ -16,7 +16,10 @@ use super::memory::{sample_memory, MemSample};
 #[serde(rename_all = "lowercase")]
 pub enum Vmm {
     Dmalab,
+    /// A current QEMU (trixie-backports, installed by images/qemu.sh).
     Qemu,
+    /// The machine's own QEMU (bookworm: 7.2).
+    QemuBookworm,
 }
 
 impl Vmm {
@@ -24,6 +27,7 @@ impl Vmm {
         match self {
             Vmm::Dmalab => "dmalab",
             Vmm::Qemu => "qemu",
+            Vmm::QemuBookworm => "qemu-bookworm",
         }
     }
 }

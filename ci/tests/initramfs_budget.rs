@@ -1,0 +1,35 @@
+//! The initramfs stays within its size budget (images/initramfs/initramfs.env,
+//! INITRAMFS_BUDGET_BYTES): on PVM hosts the guest kernel copies every byte
+//! at about 3 s/MiB before /init runs. The image build only warns.
+//!
+//! Without images this test is skipped with a message, unless
+//! DMALAB_REQUIRE_IMAGES=1 (set by `cargo xtask test`), which fails it.
+
+use ci::guest::Artifacts;
+
+fn initramfs_env(key: &str) -> Option<String> {
+    let env = std::fs::read_to_string(ci::workspace_root().join("images/initramfs/initramfs.env"))
+        .ok()?;
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+#[test]
+fn initramfs_stays_within_its_budget() {
+    let Some(a) = Artifacts::for_test("initramfs_stays_within_its_budget") else {
+        return;
+    };
+    let budget: u64 = initramfs_env("INITRAMFS_BUDGET_BYTES")
+        .and_then(|v| v.parse().ok())
+        .expect("images/initramfs/initramfs.env has INITRAMFS_BUDGET_BYTES");
+    let cpio = a.images.join("initramfs.cpio");
+    let size = std::fs::metadata(&cpio)
+        .unwrap_or_else(|e| panic!("{}: {e}", cpio.display()))
+        .len();
+    assert!(
+        size <= budget,
+        "{} is {size} bytes, over its budget of {budget} (images/initramfs/initramfs.env)",
+        cpio.display()
+    );
+}

@@ -4,8 +4,10 @@
 //!   driver module; prints the output folder.
 //! - `demo`: `images`, then boot the guest with the device and the trace on,
 //!   run transfers, print the result and the trace summary.
-//! - `test`: `images`, then every test of the workspace with the images
-//!   required (a missing image fails instead of skipping).
+//! - `test`: `cargo fmt --check` and `cargo clippy -D warnings` over the
+//!   workspace (the lints the docs promise), `images`, then every test of
+//!   the workspace with the images required (a missing image fails instead
+//!   of skipping).
 //! - `bench`: boot time against QEMU, VMM start-up and memory, MMIO dispatch,
 //!   DMA throughput: a table with targets, and JSON (see bench/mod.rs).
 //! - `setup`: the host tools the tests need beyond the image recipe's
@@ -56,6 +58,10 @@ enum TaskError {
     Spawn(std::io::Error),
     #[error("cargo test --workspace failed ({0})")]
     Tests(std::process::ExitStatus),
+    #[error(
+        "`cargo {0}` failed ({1}): fix what it printed above, then run `cargo xtask test` again"
+    )]
+    Lint(&'static str, std::process::ExitStatus),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
 /// output is passed through; at the end one line totals every test binary
 /// (cargo's own last line is the doc-tests', often "0 passed").
 fn run_tests(extra: &[String]) -> Result<(), TaskError> {
+    run_lints()?;
     let dir = build::images()?;
     let dmalab = build::dmalab()?;
     // The report's browser test needs it; CI machines start without one.
@@ -115,4 +122,34 @@ fn run_tests(extra: &[String]) -> Result<(), TaskError> {
     } else {
         Err(TaskError::Tests(status))
     }
+}
+
+/// The workspace's formatting and lints (the `[workspace.lints]` table in
+/// Cargo.toml, warnings as errors), first: they are cheap next to the boots.
+fn run_lints() -> Result<(), TaskError> {
+    let checks: [(&'static str, &[&str]); 2] = [
+        ("fmt --all --check", &["fmt", "--all", "--check"]),
+        (
+            "clippy --workspace --all-targets -- -D warnings",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    ];
+    for (name, args) in checks {
+        let status = Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(build::workspace_root())
+            .status()
+            .map_err(TaskError::Spawn)?;
+        if !status.success() {
+            return Err(TaskError::Lint(name, status));
+        }
+    }
+    Ok(())
 }

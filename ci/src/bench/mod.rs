@@ -34,6 +34,7 @@ mod stats;
 mod table;
 mod tiny_kernel;
 mod vmm;
+mod zerocopy;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

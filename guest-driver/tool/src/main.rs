@@ -11,6 +11,8 @@
 //!   result line `dma24-tool: mmap result passed=N failed=M`.
 //! - `dma24-tool zerocopy [DEV]`: the user-page path (zero copy, refusal,
 //!   bounce), see `zerocopy.rs`; result line `dma24-tool: zerocopy result ...`.
+//! - `dma24-tool bench [DEV]`: times each path (see `bench.rs`); `selftest`
+//!   runs it too when the kernel command line has `dma24-tool.bench`.
 //! - `dma24-tool boot-done`: tells the VMM the guest has booted (writes the
 //!   boot-timer magic to dmalab's debug port 0xf5).
 //! - `dma24-tool exit STATUS`: ends the VM through dmalab's exit port 0xf4
@@ -20,6 +22,7 @@
 
 use dma24_tool::pattern;
 
+mod bench;
 mod zc_commands;
 mod zerocopy;
 
@@ -57,12 +60,20 @@ fn main() -> ExitCode {
                     failed += zc_commands::mmap(&path, n == 0) + zc_commands::zerocopy(&path);
                 }
             }
+            // `cargo xtask bench` boots with this word on the kernel command line.
+            let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+            if cmdline.split_whitespace().any(|w| w == "dma24-tool.bench") {
+                failed += bench::bench("/dev/dma24-0");
+            }
             if failed == 0 {
                 rw
             } else {
                 ExitCode::FAILURE
             }
         }
+        Some("bench") => exit_for(bench::bench(
+            args.get(2).map_or("/dev/dma24-0", String::as_str),
+        )),
         Some("mmap") => exit_for(zc_commands::mmap(
             args.get(2).map_or("/dev/dma24-0", String::as_str),
             false,
@@ -79,7 +90,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | boot-done | exit STATUS");
+            eprintln!("usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | boot-done | exit STATUS");
             ExitCode::from(2)
         }
     }

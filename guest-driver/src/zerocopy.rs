@@ -203,10 +203,11 @@ fn buffer(dev: &Dma24) -> Result<Arc<MmapBuf>> {
 }
 
 /// `mmap()` of `/dev/dma24-N`: the device's buffer, shared (see [`MmapBuf::map_into`]).
+///
+/// Runs with the process's mmap lock held, so it must not take the transfer
+/// mutex (transfers fault user pages in while holding it): an mmap after
+/// unbind maps the buffer, which is only memory; its transfers get `ENODEV`.
 pub(crate) fn mmap(dev: &Dma24, vma: &VmaNew) -> Result {
-    if !dev.is_alive() {
-        return Err(ENODEV);
-    }
     buffer(dev)?.map_into(vma)?;
     bump(&dev.zc.counters.mmaps, 1);
     Ok(())
@@ -291,15 +292,19 @@ pub(crate) fn xfer_user(dev: &Dma24, req: &mut Dma24XferUser) -> Result {
         Some(_) => return Err(EINVAL),
         None => return Err(EFAULT),
     }
+    if dev_offset.checked_add(len).is_none_or(|end| end > dev.info.devmem_size) {
+        return Err(EINVAL);
+    }
     req.segments = 0;
     req.bus_addr = 0;
     req.bounced = 0;
+    // Pinning may fault pages in, under the caller's mmap lock: done before the transfer mutex is
+    // taken (`mmap()`, which runs with the mmap lock held, never takes that mutex).
+    let pages = UserPages::pin(addr, len, dir == Dir::FromDevice)?;
+    let c = &dev.zc.counters;
+    bump(&c.user_pages_pinned, pages.page_ptrs().len() as u64);
+    req.phys_addr = pages.page_ptrs().first().map_or(0, |&p| page_phys(p)) + pages.offset() as u64;
     let outcome = dev.with_live(|live| {
-        live.check_range(dev_offset, len)?;
-        let pages = UserPages::pin(addr, len, dir == Dir::FromDevice)?;
-        let c = &dev.zc.counters;
-        bump(&c.user_pages_pinned, pages.page_ptrs().len() as u64);
-        req.phys_addr = pages.page_ptrs().first().map_or(0, |&p| page_phys(p)) + pages.offset() as u64;
         let mut buf = SgBuf::user_pages(pages);
         let beyond = buf.first_page_above(dev.info.dma_mask);
         live.active_alloc = u32::MAX;

@@ -185,7 +185,6 @@ pub(super) fn dma_part(ctx: &mut Ctx) {
     }
     ctx.report.criterion.extend(est);
     dma_e2e(ctx);
-    super::zerocopy::zerocopy_e2e(ctx);
 }
 
 fn dma_e2e(ctx: &mut Ctx) {

@@ -18,6 +18,8 @@
 //! - `dma`: `cargo bench -p device-model --bench dma` (engine against memcpy,
 //!   trace off/on, START to idle) and, when dmalab can attach the device, the
 //!   end-to-end transfer rate of the guest's `dma24-tool selftest`.
+//! - `zerocopy`: one boot with a 32-bit-mask dma24: read()/write(), mmap +
+//!   ioctl and user-page DMA side by side (`dma24-tool bench`), fits.
 
 mod analysis;
 mod boot;
@@ -129,7 +131,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let needs_guest = opts
         .parts
         .iter()
-        .any(|p| matches!(p, Part::Boot | Part::Initcall | Part::Dma));
+        .any(|p| matches!(p, Part::Boot | Part::Initcall | Part::Dma | Part::Zerocopy));
     let (images, dmalab) = if needs_guest {
         progress("guest images (images/build.sh; cached after the first time)");
         let images = images::build();
@@ -179,6 +181,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if parts.contains(&Part::Dma) {
         dma_part(&mut ctx);
+    }
+    if parts.contains(&Part::Zerocopy) {
+        zerocopy::zerocopy_e2e(&mut ctx);
     }
     if parts.contains(&Part::Mmio) || parts.contains(&Part::Dma) {
         driver_mmio_row(&mut ctx.report, parts.contains(&Part::Dma));

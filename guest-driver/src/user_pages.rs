@@ -38,6 +38,25 @@ pub(crate) fn pages_spanned(addr: usize, len: usize) -> Option<usize> {
     Some(end.checked_next_multiple_of(PAGE_SIZE)?.checked_sub(first)? / PAGE_SIZE)
 }
 
+/// Whether the current task has a user address space (kernel threads have none).
+///
+/// Asked through `get_task_mm()` rather than by reading `current->mm` from Rust
+/// (`kernel::current!().mm()`): on this project's GCC-built kernel, bindgen's
+/// (clang's) `struct task_struct` puts `mm` at offset 0x360 while the C code reads it at
+/// 0x390, so the Rust read sees another field.
+fn current_has_user_memory() -> bool {
+    let task = kernel::task::Task::current_raw();
+    // SAFETY: `task` is the running task, alive for this call; `get_task_mm()` takes a reference
+    // on its mm (NULL for kernel threads), dropped below.
+    let mm = unsafe { bindings::get_task_mm(task) };
+    if mm.is_null() {
+        return false;
+    }
+    // SAFETY: `mm` holds the reference `get_task_mm()` took; we are in process context.
+    unsafe { bindings::mmput(mm) };
+    true
+}
+
 impl UserPages {
     /// Pins the pages of `addr..addr + len` in the current task's address
     /// space, for writing by the device if `device_writes`.
@@ -52,7 +71,7 @@ impl UserPages {
         };
         // `pin_user_pages_fast()` dereferences `current->mm` before any check: a kernel thread
         // (KUnit) must not get there.
-        if kernel::current!().mm().is_none() {
+        if !current_has_user_memory() {
             return Err(EFAULT);
         }
         let nr = c_int::try_from(count).map_err(|_| EINVAL)?;

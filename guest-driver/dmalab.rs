@@ -17,6 +17,9 @@
 //! - `src/transfer.rs`: programming the engine, errors -> errnos.
 //! - `src/alloc_lab.rs`: the buffer sources and round trips.
 //! - `src/chardev.rs`: `/dev/dma24-N` and its ioctls.
+//! - `src/zerocopy.rs`: user-page DMA and the mmap buffer's transfers;
+//!   `src/mmap_buf.rs` (the ZONE_DMA pages user space maps) and
+//!   `src/user_pages.rs` (`pin_user_pages_fast()`, raw bindings).
 //! - `src/debugfs.rs`: `/sys/kernel/debug/dmalab/dma24-N/`.
 //! - `src/tests/`: the KUnit suites, one file each, run against a bound device.
 
@@ -53,6 +56,12 @@ mod sys;
 mod tests;
 #[path = "src/transfer.rs"]
 mod transfer;
+#[path = "src/mmap_buf.rs"]
+mod mmap_buf;
+#[path = "src/user_pages.rs"]
+mod user_pages;
+#[path = "src/zerocopy.rs"]
+mod zerocopy;
 
 module! {
     type: Dmalab,

@@ -119,6 +119,43 @@ pub fn tool_transfers(console: &str) -> Vec<Reported> {
     round_trips(console, "dma24-tool: ok ", "offset")
 }
 
+/// `dma24-tool: mmap ok offset=O len=N seed=S ...` lines: round trips
+/// through the driver's mmap buffer (`DMA24_IOC_MMAP_XFER`).
+pub fn mmap_transfers(console: &str) -> Vec<Reported> {
+    round_trips(console, "dma24-tool: mmap ok ", "offset")
+}
+
+/// `dma24-tool: zerocopy ok offset=O len=N seed=S phys=P ...` lines: round
+/// trips DMA'd straight to and from the tool's own pages.
+pub fn zero_copy_transfers(console: &str) -> Vec<Reported> {
+    round_trips(console, "dma24-tool: zerocopy ok ", "offset")
+}
+
+/// `dma24-tool: zerocopy bounced offset=O len=N seed=S ...` lines: user-page
+/// round trips the driver bounced through ZONE_DMA.
+pub fn bounced_transfers(console: &str) -> Vec<Reported> {
+    round_trips(console, "dma24-tool: zerocopy bounced ", "offset")
+}
+
+/// The STARTs dma24-tool's reported round trips cost: read()/write() and
+/// bounced ones one per 16 KiB chunk each way, mmap and zero-copy ones one
+/// each way (one descriptor list); refused ones none.
+pub fn tool_starts(console: &str) -> u64 {
+    const CHUNK: u64 = 16 * 1024;
+    let per_chunk = |v: Vec<Reported>| v.iter().map(|x| x.len.div_ceil(CHUNK)).sum::<u64>();
+    per_chunk(tool_transfers(console))
+        + per_chunk(bounced_transfers(console))
+        + mmap_transfers(console).len() as u64
+        + zero_copy_transfers(console).len() as u64
+}
+
+/// The `key=0x...` field of a line, as a number.
+pub fn hex_field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+}
+
 /// `dmalab ...: dma24-0: xfer dev_offset=O len=N seed=S alloc=A` lines (the
 /// driver's round trips, KUnit suites included).
 pub fn driver_transfers(console: &str) -> Vec<Reported> {
@@ -263,6 +300,24 @@ mod tests {
             }
         );
         assert!(tool_transfers(console).is_empty());
+    }
+
+    #[test]
+    fn zero_copy_lines_and_their_starts() {
+        let console = "dma24-tool: ok offset=0 len=40000 seed=1 hash=00\n\
+            dma24-tool: mmap ok offset=0 len=65536 seed=2 buf_offset=0 bus=0x1000 segments=16 hash=00\n\
+            dma24-tool: zerocopy ok offset=8 len=9000 seed=3 phys=0x2345064 pagemap=none bus=0x2345064 segments=3 hash=00\n\
+            dma24-tool: zerocopy refused offset=0 len=4096 phys=0x3000000 errno=EIO starts=0\n\
+            dma24-tool: zerocopy bounced offset=0 len=20000 seed=4 hash=00\n";
+        assert_eq!(mmap_transfers(console).len(), 2);
+        assert_eq!(zero_copy_transfers(console)[0].dev_offset, 8);
+        assert_eq!(bounced_transfers(console)[1].dir, Direction::FromDevice);
+        assert_eq!(tool_transfers(console).len(), 2);
+        // read/write 3 chunks x 2, mmap 2, zero copy 2, bounced 2 chunks x 2, refused 0.
+        assert_eq!(tool_starts(console), 6 + 2 + 2 + 4);
+        let line = console.lines().nth(2).unwrap();
+        assert_eq!(hex_field(line, "phys"), Some(0x234_5064));
+        assert_eq!(hex_field(line, "pagemap"), None);
     }
 
     #[test]

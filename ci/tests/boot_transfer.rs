@@ -112,6 +112,22 @@ fn module_userspace() -> Option<&'static Booted> {
     once(&RUN, || spec("module-userspace", "vmlinux", "", "dma24"))
 }
 
+/// The module kernel with a 32-bit-mask device, which reaches every page of
+/// the 128 MiB guest: user-page DMA is zero copy there. The module's KUnit
+/// run is off (the 24-bit boots run the suites; this boot is for user space).
+/// The VMM hosts one `--device`, so this is a boot of its own.
+fn module_userspace_mask32() -> Option<&'static Booted> {
+    static RUN: OnceLock<Option<Booted>> = OnceLock::new();
+    once(&RUN, || {
+        spec(
+            "module-userspace-mask32",
+            "vmlinux",
+            "kunit.enable=0",
+            "dma24,mask-bits=32",
+        )
+    })
+}
+
 /// The suites the driver must run, with at least this many cases each.
 const SUITES: &[(&str, usize)] = &[
     ("dmalab_probe", 2),
@@ -120,6 +136,7 @@ const SUITES: &[(&str, usize)] = &[
     ("dmalab_alloc_lab", 8),
     ("dmalab_faults", 9),
     ("dmalab_lifecycle", 1),
+    ("dmalab_zerocopy", 3),
 ];
 
 fn check_clean_exit(b: &Booted) {
@@ -242,9 +259,8 @@ fn trace_holds_exactly_the_transfers_the_suites_made() {
     let Some(b) = kunit_reject_msi() else { return };
     let t = check_trace_complete(b);
     let starts = reported_starts(&b.run.console);
-    let tool = crosscheck::tool_transfers(&b.run.console);
-    // Each tool round trip is two STARTs per 16 KiB chunk.
-    let tool_starts: u64 = tool.iter().map(|x| x.len.div_ceil(16 * 1024)).sum();
+    // read()/write(), mmap, zero-copy and bounced round trips of the tool.
+    let tool_starts = crosscheck::tool_starts(&b.run.console);
     assert!(
         starts > 0,
         "the suites reported no STARTs\n{}",
@@ -518,4 +534,170 @@ fn check_tool(b: &Booted) {
         crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
     }
     assert!(transfers.iter().any(|x| x.dir == Direction::FromDevice));
+}
+
+/// The 24-bit device's zero-copy story, from user space: the mmap buffer
+/// works (ZONE_DMA addresses in the trace), the user pages are refused with
+/// EIO and a `dev_err` naming the page, nothing started, and with the bounce
+/// flag the bytes go through ZONE_DMA; private and oversized mappings are
+/// refused; a mapping outlives close() and unbind.
+fn check_zero_copy_on_24_bits(b: &Booted) {
+    let console = &b.run.console;
+    for result in ["mmap result ", "zerocopy result "] {
+        let line = console
+            .lines()
+            .find(|l| l.contains(&format!("dma24-tool: {result}")))
+            .unwrap_or_else(|| panic!("no dma24-tool {result}line\n{}", tail(&b.run)));
+        assert!(line.ends_with(" failed=0"), "{line}\n{}", tail(&b.run));
+    }
+    for line in [
+        "mmap private refused errno=EINVAL",
+        "mmap past the end refused errno=EINVAL",
+        "mmap xfer past the buffer refused errno=EINVAL",
+        "mmap lifetime close-then-munmap ok",
+        "mmap lifetime unbind-while-mapped ok",
+        "zerocopy bad pointer refused errno=EFAULT",
+    ] {
+        assert!(
+            console.contains(&format!("dma24-tool: {line}")),
+            "no {line:?}\n{}",
+            tail(&b.run)
+        );
+    }
+    let t = check_trace_complete(b);
+    let in_zone_dma = |seqs: &[u64], what: &str| {
+        for s in seqs {
+            let r = &t.records[*s as usize - 1];
+            assert!(
+                r.requested_addr.0 + r.len <= 0x100_0000,
+                "{what}: {r:?} is not in ZONE_DMA"
+            );
+        }
+    };
+    let mmap = crosscheck::mmap_transfers(console);
+    assert!(
+        mmap.len() >= 6,
+        "expected 3 mmap round trips: {mmap:?}\n{}",
+        tail(&b.run)
+    );
+    for x in &mmap {
+        let seqs =
+            crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
+        in_zone_dma(&seqs, "mmap buffer");
+    }
+    let refused: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("dma24-tool: zerocopy refused "))
+        .collect();
+    assert!(
+        refused.len() >= 2,
+        "user pages were not refused on a 24-bit device\n{}",
+        tail(&b.run)
+    );
+    for line in &refused {
+        assert!(line.contains("errno=EIO starts=0"), "{line}");
+        let phys = crosscheck::hex_field(line, "phys").unwrap_or_else(|| panic!("{line}"));
+        assert!(phys >= 0x100_0000, "refused a page below 16 MiB: {line}");
+        let named =
+            format!("user page at physical {phys:#x} is beyond the device's DMA mask 0xffffff");
+        assert!(
+            console.contains(&named),
+            "no dev_err naming {phys:#x}\n{}",
+            tail(&b.run)
+        );
+        assert!(
+            !t.records.iter().any(|r| r.requested_addr.0 == phys),
+            "the refused page {phys:#x} reached the device"
+        );
+    }
+    let bounced = crosscheck::bounced_transfers(console);
+    assert!(
+        bounced.len() >= 4,
+        "expected 2 bounced round trips: {bounced:?}"
+    );
+    for x in &bounced {
+        let seqs =
+            crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
+        in_zone_dma(&seqs, "bounce buffer");
+    }
+}
+
+#[test]
+fn zero_copy_on_a_24_bit_device_builtin() {
+    let Some(b) = kunit_reject_msi() else { return };
+    check_zero_copy_on_24_bits(b);
+}
+
+#[test]
+fn zero_copy_on_a_24_bit_device_module() {
+    let Some(b) = module_userspace() else { return };
+    check_zero_copy_on_24_bits(b);
+}
+
+/// With a 32-bit mask the user pages themselves are DMA'd: the trace's
+/// descriptors carry the tool's own pages' physical addresses (as the driver
+/// reported and /proc/self/pagemap says), above ZONE_DMA, with the right bytes.
+#[test]
+fn user_page_dma_is_zero_copy_with_a_32_bit_mask() {
+    let Some(b) = module_userspace_mask32() else {
+        return;
+    };
+    check_clean_exit(b);
+    check_tool(b);
+    let console = &b.run.console;
+    let t = check_trace_complete(b);
+    assert_eq!(t.header.mask_bits, 32);
+    assert!(
+        !console.contains("dma24-tool: zerocopy refused")
+            && !console.contains("dma24-tool: zerocopy bounced"),
+        "user pages refused or bounced on a 32-bit device\n{}",
+        tail(&b.run)
+    );
+    let lines: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("dma24-tool: zerocopy ok "))
+        .collect();
+    let transfers = crosscheck::zero_copy_transfers(console);
+    assert!(
+        lines.len() >= 2 && transfers.len() == 2 * lines.len(),
+        "{lines:?}\n{}",
+        tail(&b.run)
+    );
+    for (line, x) in lines.iter().zip(transfers.iter().step_by(2)) {
+        let seqs =
+            crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
+        let first = &t.records[seqs[0] as usize - 1];
+        let phys = crosscheck::hex_field(line, "phys").unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(
+            first.requested_addr.0, phys,
+            "the device did not read the user's page: {line} vs {first:?}"
+        );
+        if let Some(p) = crosscheck::hex_field(line, "pagemap") {
+            assert_eq!(p, phys, "driver and /proc/self/pagemap disagree: {line}");
+        }
+        assert!(
+            phys >= 0x100_0000,
+            "a user page in ZONE_DMA is no proof of zero copy: {line}"
+        );
+        assert_eq!(
+            crosscheck::hex_field(line, "bus"),
+            Some(phys),
+            "dma-direct: bus address = physical address: {line}"
+        );
+    }
+    for x in &crosscheck::mmap_transfers(console) {
+        crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
+    }
+    assert!(
+        console.contains("dma24-tool: zerocopy result passed="),
+        "{}",
+        tail(&b.run)
+    );
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("dma24-tool: zerocopy result ") && l.ends_with(" failed=0")),
+        "{}",
+        tail(&b.run)
+    );
 }

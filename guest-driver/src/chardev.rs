@@ -8,7 +8,8 @@
 //!   then copy_to_user.
 //! - `lseek()`: within `[0, device memory size]` (SEEK_SET/CUR/END).
 //! - `ioctl()`: see [`Dma24Info`] and the `DMA24_IOC_*` numbers below; the
-//!   C view of this ABI is in README.md.
+//!   C view of this ABI is in README.md. Numbers 0x10-0x1f and `mmap()`
+//!   are the zero-copy paths, in [`crate::zerocopy`].
 //!
 //! `kernel::miscdevice` provides the file operations (open, read_iter,
 //! write_iter, ioctl, release) but neither `llseek` nor `owner` (so an open
@@ -28,6 +29,7 @@ use kernel::{
     ioctl::{_IOR, _IOW, _IOWR},
     iov::{IovIterDest, IovIterSource},
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    mm::virt::VmaNew,
     prelude::*,
     sync::{Arc, ArcBorrow},
     transmute::{AsBytes, FromBytes},
@@ -36,7 +38,7 @@ use kernel::{
 };
 
 /// ioctl type byte ("D2" for dma24).
-const DMA24_IOC_MAGIC: u32 = 0xd2;
+pub(crate) const DMA24_IOC_MAGIC: u32 = 0xd2;
 
 /// Device facts (read-only).
 #[repr(C)]
@@ -325,8 +327,21 @@ pub(crate) fn user_transfer(
     dir: Dir,
     io: &mut dyn FnMut(&mut [u8]) -> usize,
 ) -> Result<usize> {
+    user_transfer_with(dev, None, pos, len, dir, io)
+}
+
+/// [`user_transfer`] through a buffer from `alloc` (`None`: the device's
+/// current allocator).
+pub(crate) fn user_transfer_with(
+    dev: &Dma24,
+    alloc: Option<Allocator>,
+    pos: usize,
+    len: usize,
+    dir: Dir,
+    io: &mut dyn FnMut(&mut [u8]) -> usize,
+) -> Result<usize> {
     dev.with_live(|live| {
-        let alloc = live.state.alloc;
+        let alloc = alloc.unwrap_or(live.state.alloc);
         let cap = len.min(CHUNK);
         let mut map = Mapping::new(live, alloc, cap, 0, dir)?;
         let mut done = 0;
@@ -386,7 +401,8 @@ pub(crate) fn ioctl(dev: &Dma24, cmd: u32, arg: usize) -> Result<isize> {
             req.run(dev)?;
             writer.write(&req)?;
         }
-        _ => return Err(ENOTTY),
+        // 0x10-0x1f: zero copy.
+        _ => return crate::zerocopy::ioctl(dev, cmd, arg),
     }
     Ok(0)
 }
@@ -437,6 +453,10 @@ impl MiscDevice for Dma24File {
 
     fn ioctl(dev: ArcBorrow<'_, Dma24>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         ioctl(&dev, cmd, arg)
+    }
+
+    fn mmap(dev: ArcBorrow<'_, Dma24>, _file: &File, vma: &VmaNew) -> Result {
+        crate::zerocopy::mmap(&dev, vma)
     }
 }
 

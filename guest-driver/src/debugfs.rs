@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `/sys/kernel/debug/dmalab/dma24-N/`: `info`, `counters`, `last_error`
-//! and `allocators`, one `key value` pair per line (`allocators`: one
+//! `/sys/kernel/debug/dmalab/dma24-N/`: `info`, `counters`, `last_error`,
+//! `allocators` and `zerocopy`, one `key value` pair per line (`allocators`: one
 //! allocator per line, `*` marking the one read()/write() use).
 
 use crate::{
@@ -18,6 +18,14 @@ pub(crate) fn populate<'data, 'dir>(dev: &'data Arc<Dma24>, dir: &'dir ScopedDir
     dir.read_callback_file(c"counters", dev, &counters);
     dir.read_callback_file(c"last_error", dev, &last_error);
     dir.read_callback_file(c"allocators", dev, &allocators);
+    dir.read_callback_file(c"zerocopy", dev, &zerocopy);
+}
+
+fn zerocopy(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
+    for (key, value) in crate::zerocopy::counter_lines(dev) {
+        writeln!(f, "{key} {value}")?;
+    }
+    Ok(())
 }
 
 fn info(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {

@@ -8,31 +8,53 @@
 //!   `__dma_sync_sg_for_*` and unmapped + freed in `Drop`.
 //!   (`kernel::scatterlist::SGTable<Owned<_>>` only takes vmalloc pages and
 //!   gives no CPU access or sync after mapping, so it cannot bounce data.)
+//! - The same table over pages the driver does not own alone, for zero
+//!   copy: pinned user pages ([`crate::user_pages::UserPages`]) and pages of
+//!   the mmap buffer ([`crate::mmap_buf::MmapBuf`]). The CPU never touches
+//!   those through the mapping (user space may be using them).
 //!
 //! Mappings borrow the `&Device<Bound>` they were made with, so they cannot
 //! outlive the scope in which the device is known to be bound.
 
-use crate::dma_raw::{raw_dev, virt_to_phys, GFP_DMA, GFP_ZERO, RAW_GFP_KERNEL};
+use crate::{
+    dma_raw::{raw_dev, virt_to_phys, GFP_DMA, GFP_ZERO, RAW_GFP_KERNEL},
+    mmap_buf::MmapBuf,
+    user_pages::UserPages,
+};
 use core::ptr::NonNull;
 use kernel::{
     bindings,
     device::{Bound, Device},
     dma::DataDirection,
     error::to_result,
-    page::{AsPageIter, PAGE_SIZE},
+    page::{AsPageIter, BorrowedPage, PAGE_SIZE},
     prelude::*,
     scatterlist::SGTable,
+    sync::Arc,
 };
+
+/// Physical address of a page in the kernel's direct map (x86_64 has no
+/// highmem: `kmap_local_page()` is `page_address()`).
+pub(crate) fn page_phys(page: *mut bindings::page) -> u64 {
+    // SAFETY: Every caller passes a page it holds a reference or pin on; mapping it only computes
+    // its kernel address, no byte is read.
+    let addr = unsafe { bindings::kmap_local_page(page) };
+    let phys = virt_to_phys(addr.cast());
+    // SAFETY: `addr` is the mapping made above, released once.
+    unsafe { bindings::kunmap_local(addr) };
+    phys
+}
 
 /// One order-0 page from ZONE_DMA, freed on drop.
 ///
 /// # Invariants
 ///
-/// `0` is a page from `alloc_pages(.., 0)` owned by `self`, in the kernel's direct map.
-struct DmaPage(NonNull<bindings::page>);
+/// `0` is a page from `alloc_pages(.., 0)` holding one reference owned by `self`, in the
+/// kernel's direct map.
+pub(crate) struct DmaPage(NonNull<bindings::page>);
 
 impl DmaPage {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         // SAFETY: FFI call without preconditions; the result is checked for NULL.
         let page = unsafe { bindings::alloc_pages(RAW_GFP_KERNEL | GFP_DMA | GFP_ZERO, 0) };
         Ok(Self(NonNull::new(page).ok_or(ENOMEM)?))
@@ -50,11 +72,26 @@ impl DmaPage {
         unsafe { bindings::kunmap_local(addr.cast()) };
         ret
     }
+
+    /// The `struct page *`.
+    pub(crate) fn as_raw(&self) -> *mut bindings::page {
+        self.0.as_ptr()
+    }
+
+    /// The page for the safe `kernel::page` API (`vm_insert_page()`,
+    /// `read_raw()`), borrowed from `self`.
+    pub(crate) fn borrow(&self) -> BorrowedPage<'_> {
+        // SAFETY: By the type invariants the page is valid while `self` lives, which the returned
+        // value borrows.
+        unsafe { BorrowedPage::from_raw(self.0) }
+    }
 }
 
 impl Drop for DmaPage {
     fn drop(&mut self) {
-        // SAFETY: By the type invariants the page is ours, allocated with order 0.
+        // Drops our reference: a page still mapped into user space (`vm_insert_page()` took one
+        // per mapping) is freed only when the last mapping goes.
+        // SAFETY: By the type invariants the reference is ours, on an order-0 page.
         unsafe { bindings::__free_pages(self.0.as_ptr(), 0) };
     }
 }
@@ -67,6 +104,15 @@ enum SgPages {
     Dma(KVec<DmaPage>),
     /// A `vmalloc()` buffer.
     Vmalloc(VVec<u8>),
+    /// Pinned user pages (zero copy, no CPU access).
+    User(UserPages),
+    /// `count` pages of the mmap buffer from page `first` (zero copy, no CPU access: user space
+    /// owns the bytes).
+    Shared {
+        buf: Arc<MmapBuf>,
+        first: usize,
+        count: usize,
+    },
 }
 
 /// A buffer that is not physically contiguous, for scatter-gather DMA.
@@ -110,9 +156,45 @@ impl SgBuf {
         })
     }
 
+    /// The pinned user pages themselves.
+    pub(crate) fn user_pages(pages: UserPages) -> Self {
+        let (offset, len) = (pages.offset(), pages.len());
+        Self {
+            pages: SgPages::User(pages),
+            offset,
+            len,
+        }
+    }
+
+    /// `len` bytes of the mmap buffer `buf` from byte `at`; `EINVAL` unless
+    /// they are inside it.
+    pub(crate) fn mmap_range(buf: Arc<MmapBuf>, at: usize, len: usize) -> Result<Self> {
+        match at.checked_add(len) {
+            Some(end) if len > 0 && end <= buf.len() => {
+                let first = at / PAGE_SIZE;
+                let count = end.div_ceil(PAGE_SIZE) - first;
+                Ok(Self {
+                    pages: SgPages::Shared { buf, first, count },
+                    offset: at % PAGE_SIZE,
+                    len,
+                })
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
     /// Length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The physical address of the first page that holds part of the buffer
+    /// above `limit`, if any (for the error message of a refused mapping).
+    pub(crate) fn first_page_above(&mut self, limit: u64) -> Option<u64> {
+        let ptrs = self.page_ptrs().ok()?;
+        ptrs.iter().map(|&p| page_phys(p)).find(|&phys| {
+            phys.saturating_add(PAGE_SIZE as u64 - 1) > limit
+        })
     }
 
     /// Lowest and highest physical address of any byte of the buffer.
@@ -124,13 +206,17 @@ impl SgBuf {
             hi = hi.max(start.saturating_add(len as u64).saturating_sub(1));
         };
         let (offset, len) = (self.offset, self.len);
+        let zero_copy = match self.pages {
+            SgPages::User(_) | SgPages::Shared { .. } => self.page_ptrs().ok(),
+            _ => None,
+        };
         match &mut self.pages {
             SgPages::Dma(pages) => {
                 let mut left = len;
                 for (i, page) in pages.iter_mut().enumerate() {
                     let start = if i == 0 { offset } else { 0 };
                     let n = left.min(PAGE_SIZE - start);
-                    let phys = page.with_bytes(|b| virt_to_phys(b.as_ptr()));
+                    let phys = page_phys(page.as_raw());
                     note(phys + start as u64, n);
                     left -= n;
                 }
@@ -138,6 +224,17 @@ impl SgBuf {
             SgPages::Vmalloc(buf) => {
                 for chunk in buf.chunks(PAGE_SIZE) {
                     note(virt_to_phys(chunk.as_ptr()), chunk.len());
+                }
+            }
+            SgPages::User(_) | SgPages::Shared { .. } => {
+                if let Some(ptrs) = zero_copy {
+                    let mut left = len;
+                    for (i, &p) in ptrs.iter().enumerate() {
+                        let start = if i == 0 { offset } else { 0 };
+                        let n = left.min(PAGE_SIZE - start);
+                        note(page_phys(p) + start as u64, n);
+                        left -= n;
+                    }
                 }
             }
         }
@@ -165,6 +262,8 @@ impl SgBuf {
             SgPages::Vmalloc(buf) => {
                 f(&mut buf[..left]);
             }
+            // Zero-copy pages are the user's: the driver only hands them to the device.
+            SgPages::User(_) | SgPages::Shared { .. } => {}
         }
     }
 
@@ -180,6 +279,12 @@ impl SgBuf {
             SgPages::Vmalloc(buf) => {
                 for page in buf.page_iter() {
                     ptrs.push(page.as_ptr(), GFP_KERNEL)?;
+                }
+            }
+            SgPages::User(pages) => ptrs.extend_from_slice(pages.page_ptrs(), GFP_KERNEL)?,
+            SgPages::Shared { buf, first, count } => {
+                for i in *first..*first + *count {
+                    ptrs.push(buf.page_ptr(i).ok_or(EINVAL)?, GFP_KERNEL)?;
                 }
             }
         }

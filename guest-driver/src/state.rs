@@ -18,6 +18,7 @@ use crate::{
     regs::*,
     sys::IrqCompletion,
     transfer::Live,
+    zerocopy::ZeroCopy,
 };
 use kernel::{
     device,
@@ -261,6 +262,9 @@ pub(crate) struct Dma24 {
     pub(crate) stats: Stats,
     #[pin]
     last_error: Mutex<LastError>,
+    /// The mmap buffer and the zero-copy counters.
+    #[pin]
+    pub(crate) zc: ZeroCopy,
 }
 
 /// What probe hands over to make a [`Dma24`].
@@ -304,6 +308,7 @@ impl Dma24 {
             }),
             stats: Stats::new(),
             last_error <- new_mutex!(LastError::default()),
+            zc <- ZeroCopy::new(),
         })
     }
 

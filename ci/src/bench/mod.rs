@@ -21,6 +21,8 @@
 //! - `trace`: `cargo bench -p trace-report --bench report`: the HTML report
 //!   and the Chrome export of a generated million-record trace, next to
 //!   `trace summary` of the same file.
+//! - `zerocopy`: one boot with a 32-bit-mask dma24: read()/write(), mmap +
+//!   ioctl and user-page DMA side by side (`dma24-tool bench`), fits.
 //!
 //! Each part returns its own result; this file assembles the report.
 
@@ -42,6 +44,7 @@ mod table;
 mod tiny_kernel;
 mod trace;
 mod vmm;
+mod zerocopy;
 
 use std::path::Path;
 use std::time::Instant;
@@ -103,7 +106,7 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
     let needs_guest = opts
         .parts
         .iter()
-        .any(|p| matches!(p, Part::Boot | Part::Initcall | Part::Dma));
+        .any(|p| matches!(p, Part::Boot | Part::Initcall | Part::Dma | Part::Zerocopy));
     let (images, dmalab) = if needs_guest {
         progress("guest images (images/build.sh; cached after the first time)");
         let images = build::images().map_err(|e| e.to_string());
@@ -152,6 +155,9 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
     }
     if parts.contains(&Part::Dma) {
         add_dma(&mut report, dma_part(&inputs));
+    }
+    if parts.contains(&Part::Zerocopy) {
+        report.rows.extend(zerocopy::zerocopy_part(&inputs));
     }
     if parts.contains(&Part::Mmio) || parts.contains(&Part::Dma) {
         driver_mmio_row(&mut report, parts.contains(&Part::Dma));

@@ -12,15 +12,17 @@ pub enum Part {
     Mmio,
     Dma,
     Trace,
+    Zerocopy,
 }
 
 impl Part {
-    const ALL: [Part; 5] = [
+    const ALL: [Part; 6] = [
         Part::Boot,
         Part::Initcall,
         Part::Mmio,
         Part::Dma,
         Part::Trace,
+        Part::Zerocopy,
     ];
 
     fn parse(s: &str) -> Option<Part> {
@@ -30,6 +32,7 @@ impl Part {
             "mmio" => Some(Part::Mmio),
             "dma" => Some(Part::Dma),
             "trace" => Some(Part::Trace),
+            "zerocopy" => Some(Part::Zerocopy),
             _ => None,
         }
     }
@@ -50,7 +53,7 @@ usage: cargo xtask bench [--runs N] [--quick] [--json PATH] [--only PARTS] [--no
   --runs N       boots per VMM (default 3; --quick: 1)
   --quick        one boot each, no initcall_debug boot, short criterion runs
   --json PATH    where to write the results (default ~/.cache/dmalab/bench/latest.json)
-  --only PARTS   comma list of boot,initcall,mmio,dma,trace (default: all)
+  --only PARTS   comma list of boot,initcall,mmio,dma,trace,zerocopy (default: all)
   --no-qemu      boot dmalab only";
 
 pub fn parse_options(args: &[String], default_json: PathBuf) -> Result<Options, String> {

@@ -152,3 +152,4 @@ mod lifecycle;
 mod probe;
 mod transfer;
 mod uapi;
+mod zerocopy;

@@ -5,6 +5,14 @@
 //!   reads them back (a DMA from device memory) and compares. Prints one line
 //!   per transfer and a result line the host harness parses:
 //!   `dma24-tool: result passed=N failed=M bytes_to_device=X bytes_from_device=Y`.
+//!   Then runs `mmap` and `zerocopy` on every `/dev/dma24-N` (the first one
+//!   also unbinds and rebinds its device while mapped).
+//! - `dma24-tool mmap [DEV]`: the mmap buffer path, see `zerocopy.rs`;
+//!   result line `dma24-tool: mmap result passed=N failed=M`.
+//! - `dma24-tool zerocopy [DEV]`: the user-page path (zero copy, refusal,
+//!   bounce), see `zerocopy.rs`; result line `dma24-tool: zerocopy result ...`.
+//! - `dma24-tool bench [DEV]`: times each path (see `bench.rs`); `selftest`
+//!   runs it too when the kernel command line has `dma24-tool.bench`.
 //! - `dma24-tool boot-done`: tells the VMM the guest has booted (writes the
 //!   boot-timer magic to dmalab's debug port 0xf5).
 //! - `dma24-tool exit STATUS`: ends the VM through dmalab's exit port 0xf4
@@ -13,6 +21,10 @@
 //! Built as a static binary (glibc with crt-static) by images/build.sh.
 
 use dma24_tool::pattern;
+
+mod bench;
+mod zc_commands;
+mod zerocopy;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -39,7 +51,36 @@ const CASES: &[(u64, usize)] = &[
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("selftest") => selftest(args.get(2).map_or("/dev/dma24-0", String::as_str)),
+        Some("selftest") => {
+            let rw = selftest(args.get(2).map_or("/dev/dma24-0", String::as_str));
+            let mut failed = 0;
+            for n in 0..8 {
+                let path = format!("/dev/dma24-{n}");
+                if std::path::Path::new(&path).exists() {
+                    failed += zc_commands::mmap(&path, n == 0) + zc_commands::zerocopy(&path);
+                }
+            }
+            // `cargo xtask bench` boots with this word on the kernel command line.
+            let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+            if cmdline.split_whitespace().any(|w| w == "dma24-tool.bench") {
+                failed += bench::bench("/dev/dma24-0");
+            }
+            if failed == 0 {
+                rw
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Some("bench") => exit_for(bench::bench(
+            args.get(2).map_or("/dev/dma24-0", String::as_str),
+        )),
+        Some("mmap") => exit_for(zc_commands::mmap(
+            args.get(2).map_or("/dev/dma24-0", String::as_str),
+            false,
+        )),
+        Some("zerocopy") => exit_for(zc_commands::zerocopy(
+            args.get(2).map_or("/dev/dma24-0", String::as_str),
+        )),
         Some("boot-done") => boot_done(),
         Some("exit") => match args.get(2).map(|s| s.parse::<u8>()) {
             Some(Ok(status)) => exit_vm(status),
@@ -49,9 +90,17 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: dma24-tool selftest [DEVICE] | boot-done | exit STATUS");
+            eprintln!("usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | boot-done | exit STATUS");
             ExitCode::from(2)
         }
+    }
+}
+
+fn exit_for(failed: u32) -> ExitCode {
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

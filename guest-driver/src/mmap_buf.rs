@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The mmap buffer of `/dev/dma24-N`: ZONE_DMA pages the driver owns, mapped
+//! into user space with `vm_insert_page()`, which the device reaches on any
+//! mask of 24 bits or more. Why pages and not `dma_alloc_coherent()` +
+//! `dma_mmap_coherent()`: see README.md ("Zero copy").
+//!
+//! Lifetime: every page is reference counted. The driver holds one reference
+//! per page ([`DmaPage`]); `vm_insert_page()` takes one more per user
+//! mapping, dropped when that mapping goes (munmap, exit). So the memory is
+//! freed only when the driver's buffer and the last mapping are both gone, in
+//! whatever order munmap, close and unbind happen. No DMA mapping is kept:
+//! each transfer maps the pages it uses with `dma_map_sgtable()` and unmaps
+//! them before it returns, under the device's transfer mutex, so an unbind
+//! finds nothing mapped.
+
+use crate::dma_sg::DmaPage;
+use kernel::{
+    mm::virt::{flags, VmaNew},
+    page::PAGE_SIZE,
+    prelude::*,
+};
+
+/// ZONE_DMA pages, not physically contiguous (the device reaches them with
+/// one scatter-gather descriptor per page).
+pub(crate) struct MmapBuf {
+    pages: KVec<DmaPage>,
+}
+
+impl MmapBuf {
+    /// `len` bytes (rounded up to whole pages) of zeroed ZONE_DMA pages.
+    pub(crate) fn new(len: usize) -> Result<Self> {
+        if len == 0 {
+            return Err(EINVAL);
+        }
+        let count = len.div_ceil(PAGE_SIZE);
+        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            pages.push(DmaPage::new()?, GFP_KERNEL)?;
+        }
+        Ok(Self { pages })
+    }
+
+    /// Size in bytes (whole pages).
+    pub(crate) fn len(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
+    }
+
+    /// The `struct page *` of page `i`.
+    pub(crate) fn page_ptr(&self, i: usize) -> Option<*mut kernel::bindings::page> {
+        self.pages.get(i).map(DmaPage::as_raw)
+    }
+
+    /// The `f_op->mmap` of `/dev/dma24-N`: maps the pages from the VMA's page
+    /// offset on, for exactly the VMA's length.
+    ///
+    /// `EINVAL` for a private mapping (copy-on-write would give the process
+    /// copies the device never sees) and for a range that ends beyond the
+    /// buffer. The VMA cannot grow (`mremap`) and is left out of core dumps.
+    pub(crate) fn map_into(&self, vma: &VmaNew) -> Result {
+        if vma.flags() & flags::SHARED == 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: The VMA is being set up by the mmap call we are in, which holds the mmap lock
+        // for writing; `vm_pgoff` is a plain field nobody else changes meanwhile.
+        let first: usize = unsafe { (*vma.as_ptr()).vm_pgoff };
+        let size = vma.end() - vma.start();
+        let count = size / PAGE_SIZE;
+        match first.checked_add(count) {
+            Some(end) if end <= self.pages.len() => {}
+            _ => return Err(EINVAL),
+        }
+        vma.set_dontexpand();
+        vma.set_dontdump();
+        let mixed = vma.set_mixedmap();
+        for (i, page) in self.pages[first..first + count].iter().enumerate() {
+            mixed.vm_insert_page(vma.start() + i * PAGE_SIZE, &page.borrow())?;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the buffer at `at` (kernel-side tests).
+    ///
+    /// # Safety
+    ///
+    /// No user mapping of the buffer may exist (nothing may access the bytes concurrently).
+    pub(crate) unsafe fn write(&self, at: usize, data: &[u8]) -> Result {
+        self.for_each_piece(at, data.len(), |page, offset, done, n| {
+            // SAFETY: `data[done..done + n]` is readable; the caller rules out concurrent access.
+            unsafe { page.borrow().write_raw(data[done..].as_ptr(), offset, n) }
+        })
+    }
+
+    /// Copies bytes at `at` out of the buffer into `out` (kernel-side tests).
+    ///
+    /// # Safety
+    ///
+    /// As for [`MmapBuf::write`].
+    pub(crate) unsafe fn read(&self, at: usize, out: &mut [u8]) -> Result {
+        let len = out.len();
+        let dst = out.as_mut_ptr();
+        self.for_each_piece(at, len, |page, offset, done, n| {
+            // SAFETY: `dst + done` is valid for `n` bytes of `out`; the caller rules out
+            // concurrent access.
+            unsafe { page.borrow().read_raw(dst.add(done), offset, n) }
+        })
+    }
+
+    /// Calls `f(page, offset in page, bytes done, n)` for the pieces of
+    /// `at..at + len`; `EINVAL` if that is not inside the buffer.
+    fn for_each_piece(
+        &self,
+        at: usize,
+        len: usize,
+        mut f: impl FnMut(&DmaPage, usize, usize, usize) -> Result,
+    ) -> Result {
+        match at.checked_add(len) {
+            Some(end) if end <= self.len() => {}
+            _ => return Err(EINVAL),
+        }
+        let mut done = 0;
+        while done < len {
+            let pos = at + done;
+            let offset = pos % PAGE_SIZE;
+            let n = (len - done).min(PAGE_SIZE - offset);
+            f(&self.pages[pos / PAGE_SIZE], offset, done, n)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+// SAFETY: `&MmapBuf` gives out page pointers and maps pages; both are fine from any task. The
+// byte accessors are `unsafe` and leave concurrent access to their callers.
+unsafe impl Sync for MmapBuf {}

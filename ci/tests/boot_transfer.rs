@@ -114,6 +114,7 @@ const SUITES: &[(&str, usize)] = &[
     ("dmalab_transfer", 6),
     ("dmalab_uapi", 3),
     ("dmalab_alloc_lab", 8),
+    ("dmalab_alloc_lab2", 6),
     ("dmalab_faults", 9),
     ("dmalab_lifecycle", 1),
 ];
@@ -126,9 +127,31 @@ fn check_clean_exit(b: &Booted) {
         "init did not finish\n{}",
         tail(&b.run)
     );
+    // The allocator lab plants DMA-API debug errors on purpose (the private
+    // buffer of a module, README "Allocator lab"), each announced by a
+    // `dma-api planted:` line: the count must be exactly those.
+    let planted = b.run.console.matches(": dma-api planted: ").count();
+    let reported = format!("dma-api error_count={planted}");
     assert!(
-        init.contains(&"dma-api error_count=0"),
-        "the kernel's DMA-API debugging found errors (or did not report)\n{}",
+        init.contains(&reported.as_str()),
+        "the kernel's DMA-API debugging found other errors than the {planted} planted ones (or did not report): {init:?}\n{}",
+        tail(&b.run)
+    );
+    check_sleep_in_atomic_reports(b);
+}
+
+/// The kernel's "sleeping function called from invalid context" reports
+/// (CONFIG_DEBUG_ATOMIC_SLEEP): exactly one per planted GFP_KERNEL under a
+/// spinlock, and none other.
+fn check_sleep_in_atomic_reports(b: &Booted) {
+    let console = &b.run.console;
+    let planted = console.matches("dmalab: planted: GFP_KERNEL under a spinlock").count();
+    let reports = console
+        .matches("BUG: sleeping function called from invalid context")
+        .count();
+    assert_eq!(
+        reports, planted,
+        "sleeping-in-atomic reports vs planted ones\n{}",
         tail(&b.run)
     );
 }
@@ -427,4 +450,28 @@ fn check_tool(b: &Booted) {
         crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
     }
     assert!(transfers.iter().any(|x| x.dir == Direction::FromDevice));
+    // The allocator lab from user space: coherent memory round-trips (an
+    // `ok ... alloc=coherent` line, matched with the trace above), the
+    // private and stack buffers are refused, the size table is complete.
+    let init = b.run.init_lines();
+    assert!(
+        init.contains(&"dma24-tool lab exit=0"),
+        "dma24-tool alloc/sizes failed: {init:?}\n{}",
+        tail(&b.run)
+    );
+    let console = &b.run.console;
+    assert!(
+        console.contains(" alloc=coherent"),
+        "no coherent round trip from user space\n{}",
+        tail(&b.run)
+    );
+    for source in ["static-buffer", "stack-buffer"] {
+        assert!(
+            console.contains(&format!("dma24-tool: lab {source} refused: EIO")),
+            "{source} was not refused with EIO\n{}",
+            tail(&b.run)
+        );
+    }
+    let rows = console.matches("dma24-tool: size alloc=").count();
+    assert_eq!(rows, 6 * 14, "size-class rows from dma24-tool\n{}", tail(&b.run));
 }

@@ -35,6 +35,10 @@ mod debugfs_files;
 mod dma_raw;
 #[path = "src/dma_sg.rs"]
 mod dma_sg;
+// Shared with the guest tool, `pub` there.
+#[allow(unreachable_pub, dead_code)]
+#[path = "src/lab_abi.rs"]
+mod lab_abi;
 #[path = "src/lab_gfp.rs"]
 mod lab_gfp;
 #[path = "src/lab_ioctl.rs"]

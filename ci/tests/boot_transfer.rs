@@ -145,12 +145,15 @@ fn check_clean_exit(b: &Booted) {
 /// spinlock, and none other.
 fn check_sleep_in_atomic_reports(b: &Booted) {
     let console = &b.run.console;
-    let planted = console.matches("dmalab: planted: GFP_KERNEL under a spinlock").count();
+    let planted = console
+        .matches("dmalab: planted: GFP_KERNEL under a spinlock")
+        .count();
     let reports = console
         .matches("BUG: sleeping function called from invalid context")
         .count();
     assert_eq!(
-        reports, planted,
+        reports,
+        planted,
         "sleeping-in-atomic reports vs planted ones\n{}",
         tail(&b.run)
     );
@@ -473,5 +476,10 @@ fn check_tool(b: &Booted) {
         );
     }
     let rows = console.matches("dma24-tool: size alloc=").count();
-    assert_eq!(rows, 6 * 14, "size-class rows from dma24-tool\n{}", tail(&b.run));
+    assert_eq!(
+        rows,
+        6 * 14,
+        "size-class rows from dma24-tool\n{}",
+        tail(&b.run)
+    );
 }

@@ -65,6 +65,8 @@ impl Allocator {
         Allocator::StackBuffer,
     ];
 
+    const _NAMES: () = assert!(Self::ALL.len() == crate::lab_abi::ALLOCATOR_NAMES.len());
+
     /// The allocators `DMA24_IOC_SELFTEST` runs (its arrays have 8 slots):
     /// the first eight, the ones that allocate.
     pub(crate) const SELFTEST: [Allocator; 8] = [
@@ -82,20 +84,10 @@ impl Allocator {
         Self::ALL.get(usize::try_from(v)?).copied().ok_or(EINVAL)
     }
 
-    /// Short name, as shown in debugfs and the kernel log.
+    /// Short name, as shown in debugfs and the kernel log (the ABI's, in
+    /// `lab_abi.rs`).
     pub(crate) fn name(self) -> &'static str {
-        match self {
-            Allocator::KmallocDma => "kmalloc-dma",
-            Allocator::KmallocKernel => "kmalloc-kernel",
-            Allocator::Kzalloc => "kzalloc",
-            Allocator::KmemCacheDma => "kmem-cache-dma",
-            Allocator::PagesDma => "get-free-pages-dma",
-            Allocator::Vmalloc => "vmalloc",
-            Allocator::SgPagesDma => "sg-pages-dma",
-            Allocator::Coherent => "coherent",
-            Allocator::StaticBuffer => "static-buffer",
-            Allocator::StackBuffer => "stack-buffer",
-        }
+        crate::lab_abi::ALLOCATOR_NAMES[self as usize]
     }
 
     /// The allocation call it stands for.

@@ -28,16 +28,7 @@ use kernel::{
 /// kmalloc and the page allocator, small enough for vmalloc on a small guest.
 const SIZE_CLASS_LIMIT: u64 = 8 << 20;
 
-/// `struct dma24_zone_dma_limits` (16 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Dma24ZoneDmaLimits {
-    /// Largest order `__get_free_pages(GFP_DMA)` gave (`u32::MAX`: none).
-    pub(crate) largest_order: u32,
-    pub(crate) reserved: u32,
-    /// Largest power-of-two `kmalloc(GFP_DMA)` size that succeeded.
-    pub(crate) largest_kmalloc: u64,
-}
+use crate::lab_abi::ZoneDmaLimits as Dma24ZoneDmaLimits;
 
 /// `struct dma24_virt_attempt` (48 bytes).
 #[repr(C)]
@@ -77,11 +68,10 @@ pub(crate) const DMA24_IOC_VIRT_ATTEMPT: u32 = _IOWR::<Dma24VirtAttempt>(DMA24_I
 
 // The ABI: sizes and numbers are fixed.
 const _: () = {
-    assert!(core::mem::size_of::<Dma24ZoneDmaLimits>() == 16);
     assert!(core::mem::size_of::<Dma24VirtAttempt>() == 48);
-    assert!(DMA24_IOC_SIZE_CLASS == 0xc030_d220);
-    assert!(DMA24_IOC_ZONE_DMA_LIMITS == 0x8010_d221);
-    assert!(DMA24_IOC_VIRT_ATTEMPT == 0xc030_d222);
+    assert!(DMA24_IOC_SIZE_CLASS == crate::lab_abi::IOC_SIZE_CLASS);
+    assert!(DMA24_IOC_ZONE_DMA_LIMITS == crate::lab_abi::IOC_ZONE_DMA_LIMITS);
+    assert!(DMA24_IOC_VIRT_ATTEMPT == crate::lab_abi::IOC_VIRT_ATTEMPT);
 };
 
 /// This file's range: nr 0x20-0x2f under the driver's magic.

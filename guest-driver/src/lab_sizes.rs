@@ -23,24 +23,7 @@ const GFP_NOWARN: bindings::gfp_t = bindings::__GFP_NOWARN;
 /// `__GFP_NORETRY`: fail instead of reclaiming hard.
 pub(crate) const GFP_NORETRY: bindings::gfp_t = 1 << bindings::___GFP_NORETRY_BIT;
 
-/// The requested sizes of the table: the texts' examples around each class
-/// edge, the old 128 KiB kmalloc limit, today's 4 MiB limit and one above.
-pub(crate) const SIZES: [usize; 14] = [
-    1,
-    32,
-    800,
-    2000,
-    2048,
-    4000,
-    4096,
-    4097,
-    8000,
-    64 << 10,
-    128 << 10,
-    (128 << 10) + 1,
-    4 << 20,
-    (4 << 20) + 1,
-];
+pub(crate) use crate::lab_abi::{zone_name, SizeClass as Dma24SizeClass, SIZES};
 
 /// The allocators of the table (numbers as in `DMA24_ALLOC_*`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -53,6 +36,15 @@ pub(crate) enum SizedAlloc {
     Vmalloc = 5,
     Coherent = 7,
 }
+
+// The numbers are the ABI's.
+const _: () = {
+    let mut i = 0;
+    while i < SizedAlloc::ALL.len() {
+        assert!(SizedAlloc::ALL[i] as u32 == crate::lab_abi::SIZED_ALLOCATORS[i]);
+        i += 1;
+    }
+};
 
 impl SizedAlloc {
     pub(crate) const ALL: [SizedAlloc; 6] = [
@@ -69,53 +61,14 @@ impl SizedAlloc {
     }
 
     pub(crate) fn name(self) -> &'static str {
-        match self {
-            SizedAlloc::KmallocDma => "kmalloc-dma",
-            SizedAlloc::KmallocKernel => "kmalloc-kernel",
-            SizedAlloc::KmemCacheDma => "kmem-cache-dma",
-            SizedAlloc::PagesDma => "get-free-pages-dma",
-            SizedAlloc::Vmalloc => "vmalloc",
-            SizedAlloc::Coherent => "coherent",
-        }
+        crate::lab_abi::ALLOCATOR_NAMES[self as usize]
     }
 }
 
-/// One measured row; also the `DMA24_IOC_SIZE_CLASS` argument (48 bytes).
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug)]
-pub(crate) struct Dma24SizeClass {
-    /// In: allocator number (0, 1, 3, 4, 5 or 7).
-    pub(crate) alloc: u32,
-    /// Out: 0, or the negative errno of the allocation.
-    pub(crate) result: i32,
-    /// In: requested bytes.
-    pub(crate) size: u64,
-    /// Out: bytes actually set aside for the request.
-    pub(crate) granted: u64,
-    /// Out: lowest and highest physical address of the granted bytes.
-    pub(crate) phys_lo: u64,
-    pub(crate) phys_hi: u64,
-    /// Out: zone of the highest byte: 0 DMA (< 16 MiB), 1 DMA32 (< 4 GiB), 2 Normal.
-    pub(crate) zone: u32,
-    /// Out: (granted - size) * 1000 / granted.
-    pub(crate) slack_permille: u32,
-}
-
-// SAFETY: `repr(C)` with only integer fields and no padding (4+4+8*4+4+4).
+// SAFETY: `repr(C)` with only integer fields and no padding (asserted in lab_abi).
 unsafe impl kernel::transmute::AsBytes for Dma24SizeClass {}
 // SAFETY: any bit pattern is a valid value of every field.
 unsafe impl kernel::transmute::FromBytes for Dma24SizeClass {}
-
-const _: () = assert!(core::mem::size_of::<Dma24SizeClass>() == 48);
-
-/// Zone name by index, as in [`Dma24SizeClass::zone`].
-pub(crate) fn zone_name(zone: u32) -> &'static str {
-    match zone {
-        0 => "DMA",
-        1 => "DMA32",
-        _ => "Normal",
-    }
-}
 
 fn zone_of(phys: u64) -> u32 {
     if phys < 1 << 24 {

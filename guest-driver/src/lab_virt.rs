@@ -34,8 +34,7 @@ use crate::{
 use core::cell::UnsafeCell;
 use kernel::{bindings, dma::DmaAddress, prelude::*};
 
-/// Size of both buffers: the texts' example.
-pub(crate) const VIRT_BUF_LEN: usize = 800;
+pub(crate) use crate::lab_abi::VIRT_BUF_LEN;
 
 /// x86_64 `__START_KERNEL_map`: where the kernel image is mapped.
 const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;

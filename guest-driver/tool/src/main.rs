@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             Some(n) => alloc(n, args.get(3).map_or("/dev/dma24-0", String::as_str)),
             None => {
                 eprintln!("usage: dma24-tool alloc SOURCE [DEVICE]; SOURCE is one of:");
-                for (n, name) in lab::ALLOCATORS {
+                for (n, name) in lab::allocators() {
                     eprintln!("  {n} {name}");
                 }
                 ExitCode::from(2)
@@ -138,10 +138,14 @@ fn selftest(path: &str) -> ExitCode {
 }
 
 fn open_rw(path: &str) -> Result<File, ExitCode> {
-    OpenOptions::new().read(true).write(true).open(path).map_err(|e| {
-        println!("dma24-tool: cannot open {path}: {e} (is dmalab loaded and a dma24 bound?)");
-        ExitCode::FAILURE
-    })
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| {
+            println!("dma24-tool: cannot open {path}: {e} (is dmalab loaded and a dma24 bound?)");
+            ExitCode::FAILURE
+        })
 }
 
 /// Device-memory offset of the `alloc` round trip (clear of selftest's
@@ -159,7 +163,7 @@ fn alloc(n: u32, path: &str) -> ExitCode {
         println!("dma24-tool: lab {name}: DMA24_IOC_SET_ALLOC failed: {e}");
         return ExitCode::FAILURE;
     }
-    let len = if n >= 8 { 800 } else { 4096 };
+    let len = if n >= 8 { lab::VIRT_BUF_LEN } else { 4096 };
     let seed = LAB_SEED.wrapping_add(u8::try_from(n).unwrap_or(0));
     let code = match transfer(&mut dev, LAB_OFFSET, len, seed) {
         Ok(()) => {
@@ -190,8 +194,8 @@ fn sizes(path: &str) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    for &a in lab::SIZED {
-        for &size in lab::SIZES {
+    for a in lab::SIZED {
+        for size in lab::SIZES {
             let name = lab::allocator_name(a).unwrap_or("?");
             match lab::size_class(&dev, a, size) {
                 Ok(r) if r.result == 0 => println!(

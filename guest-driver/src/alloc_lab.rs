@@ -50,6 +50,9 @@ pub(crate) enum Allocator {
     StackBuffer = 9,
 }
 
+// `name()` indexes the ABI's names by number.
+const _: () = assert!(Allocator::ALL.len() == crate::lab_abi::ALLOCATOR_NAMES.len());
+
 impl Allocator {
     /// Every allocator, in ABI order.
     pub(crate) const ALL: [Allocator; 10] = [
@@ -64,8 +67,6 @@ impl Allocator {
         Allocator::StaticBuffer,
         Allocator::StackBuffer,
     ];
-
-    const _NAMES: () = assert!(Self::ALL.len() == crate::lab_abi::ALLOCATOR_NAMES.len());
 
     /// The allocators `DMA24_IOC_SELFTEST` runs (its arrays have 8 slots):
     /// the first eight, the ones that allocate.

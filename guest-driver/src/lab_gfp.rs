@@ -67,7 +67,7 @@ pub(crate) fn plant_sleep_in_atomic() -> Result<(bool, Option<u64>)> {
     if SLEEP_PLANTED.xchg(1, Relaxed) != 0 {
         return Ok((false, None));
     }
-    pr_info!("dmalab: planted: GFP_KERNEL under a spinlock (expect one 'sleeping function called from invalid context')\n");
+    pr_info!("planted: GFP_KERNEL under a spinlock (expect one 'sleeping function called from invalid context')\n");
     let phys = kmalloc_under_spinlock(RAW_GFP_KERNEL | GFP_DMA, 64)?;
     Ok((true, phys))
 }

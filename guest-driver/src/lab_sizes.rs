@@ -114,7 +114,7 @@ pub(crate) fn measure(live: &Live<'_>, alloc: SizedAlloc, size: usize) -> Dma24S
         row.granted = 0;
     } else {
         row.zone = zone_of(row.phys_hi);
-        let slack = row.granted - row.size;
+        let slack = row.granted.saturating_sub(row.size);
         row.slack_permille = u32::try_from(slack * 1000 / row.granted).unwrap_or(u32::MAX);
     }
     row

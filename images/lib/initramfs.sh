@@ -17,7 +17,11 @@ ps kill free uptime"
 build_guest_tool() {
     [ -f "$REPO/guest-driver/tool/Cargo.toml" ] || return 0
     step "building dma24-tool (static)"
-    local target=$CACHE/guest-tool/target
+    # One target folder per checkout: worktrees share the cache, and with one
+    # shared folder cargo left another checkout's binary in place (seen: an
+    # initramfs with the tool of a different worktree).
+    local target
+    target=$CACHE/guest-tool/$(printf '%s' "$REPO" | sha256sum | cut -c1-12)/target
     run_logged "dma24-tool build" "$CACHE/guest-tool/build.log" \
         env RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target" \
         CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_OPT_LEVEL=s \

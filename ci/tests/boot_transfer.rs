@@ -138,6 +138,46 @@ fn check_clean_exit(b: &Booted) {
         tail(&b.run)
     );
     check_sleep_in_atomic_reports(b);
+    check_expected_warnings(b);
+}
+
+/// Kernel WARNINGs are counted exactly: dma-direct warns once per boot at
+/// each of its two call sites (single mapping, SG mapping) when the
+/// allocator lab's out-of-mask buffers are refused, and DMA-API debugging
+/// prints the first of its errors (show_num_errors=1) as a WARNING: one when
+/// a DMA-API error was planted. Any other WARNING fails.
+fn check_expected_warnings(b: &Booted) {
+    let console = &b.run.console;
+    let warnings: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("WARNING: "))
+        .collect();
+    let planted = console.contains(": dma-api planted: ");
+    let mut direct_sites = BTreeSet::new();
+    for w in &warnings {
+        if w.contains("kernel/dma/direct.h") {
+            let site = ["dma_map_phys+", "dma_direct_map_sg+"]
+                .into_iter()
+                .find(|s| w.contains(s))
+                .unwrap_or_else(|| panic!("unexpected dma-direct warning: {w}\n{}", tail(&b.run)));
+            assert!(
+                direct_sites.insert(site),
+                "dma-direct warned twice at {site}"
+            );
+        } else {
+            assert!(
+                planted && w.contains("kernel/dma/debug.c") && w.contains("debug_dma_map_single"),
+                "unexpected kernel warning: {w}\n{}",
+                tail(&b.run)
+            );
+        }
+    }
+    assert_eq!(
+        warnings.len(),
+        2 + usize::from(planted),
+        "kernel warnings: {warnings:?}\n{}",
+        tail(&b.run)
+    );
 }
 
 /// The kernel's "sleeping function called from invalid context" reports

@@ -8,7 +8,6 @@
 
 use crate::{
     dma_raw::{virt_to_phys, KBuf, SingleMap},
-    regs::CMD_START,
     dma_sg::{SgBuf, SgMap},
     pattern,
     state::{bump, DevCounters, ErrorSource, LastError},
@@ -70,16 +69,15 @@ impl Allocator {
 
     /// The allocators `DMA24_IOC_SELFTEST` runs (its arrays have 8 slots):
     /// the first eight, the ones that allocate.
-    pub(crate) const SELFTEST: [Allocator; 8] = [
-        Allocator::KmallocDma,
-        Allocator::KmallocKernel,
-        Allocator::Kzalloc,
-        Allocator::KmemCacheDma,
-        Allocator::PagesDma,
-        Allocator::Vmalloc,
-        Allocator::SgPagesDma,
-        Allocator::Coherent,
-    ];
+    pub(crate) const SELFTEST: [Allocator; 8] = {
+        let mut first = [Allocator::KmallocDma; 8];
+        let mut i = 0;
+        while i < first.len() {
+            first[i] = Self::ALL[i];
+            i += 1;
+        }
+        first
+    };
 
     pub(crate) fn from_u32(v: u32) -> Result<Self> {
         Self::ALL.get(usize::try_from(v)?).copied().ok_or(EINVAL)
@@ -319,14 +317,7 @@ impl<'a> Mapping<'a> {
                 if len == 0 || len > c.len() {
                     return Err(EINVAL);
                 }
-                live.check_range(dev_offset, len)?;
-                let p = live.program(
-                    c.dma_handle(),
-                    u32::try_from(dev_offset)?,
-                    u32::try_from(len)?,
-                    CMD_START | dir.cmd(),
-                );
-                live.execute(&p)
+                live.dma_bus(c.dma_handle(), dev_offset, len, dir)
             }
         }
     }

@@ -12,8 +12,9 @@
 //!   The request is 64 bytes from a slab with free objects, so it does not
 //!   actually sleep; the driver logs `planted: GFP_KERNEL under a spinlock`
 //!   so the host harness can match the report one to one.
-//! - [`exhaust_zone_dma`]: takes ZONE_DMA pages (`__GFP_NORETRY`, bounded
-//!   by the zone's size) until the page allocator says no, probes, frees.
+//! - [`exhaust_zone_dma`]: takes ZONE_DMA blocks, largest order first
+//!   (`__GFP_NORETRY`, bounded by the zone's size), until even one page is
+//!   refused; probes; frees.
 
 use crate::{
     dma_raw::{virt_to_phys, GFP_DMA, RAW_GFP_KERNEL},
@@ -105,7 +106,9 @@ fn probe_kmalloc(gfp: bindings::gfp_t) -> Result {
 /// Takes ZONE_DMA pages until the allocator refuses (at most the zone's
 /// size), probes GFP_DMA and GFP_KERNEL, frees every page, probes again.
 pub(crate) fn exhaust_zone_dma() -> Result<Exhaustion> {
-    let mut pages: KVec<usize> = KVec::with_capacity(ZONE_DMA_PAGES, GFP_KERNEL)?;
+    // (address, order) of every block taken. Largest blocks first, so a few
+    // dozen calls empty the zone (each call is emulated guest-kernel work).
+    let mut blocks: KVec<(usize, u32)> = KVec::with_capacity(ZONE_DMA_PAGES, GFP_KERNEL)?;
     let mut ex = Exhaustion {
         pages_taken: 0,
         refused: false,
@@ -114,23 +117,31 @@ pub(crate) fn exhaust_zone_dma() -> Result<Exhaustion> {
         kernel_while_exhausted: Ok(()),
         dma_after_free: Ok(()),
     };
-    while pages.len() < ZONE_DMA_PAGES {
-        // SAFETY: FFI call; checked for 0, freed below with order 0.
-        let a = unsafe { bindings::get_free_pages_noprof(RAW_GFP_KERNEL | GFP_DMA | GFP_NOWARN | GFP_NORETRY, 0) };
-        if a == 0 {
-            ex.refused = true;
-            break;
+    'orders: for order in (0..=bindings::MAX_PAGE_ORDER).rev() {
+        while ex.pages_taken + (1 << order) <= ZONE_DMA_PAGES {
+            // SAFETY: FFI call; checked for 0, freed below with the same order.
+            let a = unsafe {
+                bindings::get_free_pages_noprof(RAW_GFP_KERNEL | GFP_DMA | GFP_NOWARN | GFP_NORETRY, order)
+            };
+            if a == 0 {
+                if order == 0 {
+                    ex.refused = true;
+                    break 'orders;
+                }
+                continue 'orders;
+            }
+            let last = a + (PAGE_SIZE << order) - 1;
+            ex.highest_phys = ex.highest_phys.max(virt_to_phys(last as *const u8));
+            ex.pages_taken += 1 << order;
+            // Cannot fail: at most ZONE_DMA_PAGES blocks, reserved above.
+            let _ = blocks.push((a, order), GFP_ATOMIC_RUST);
         }
-        ex.highest_phys = ex.highest_phys.max(virt_to_phys(a as *const u8));
-        // Cannot fail: the capacity was reserved above.
-        let _ = pages.push(a, GFP_ATOMIC_RUST);
     }
-    ex.pages_taken = pages.len();
     ex.dma_while_exhausted = probe_kmalloc(RAW_GFP_KERNEL | GFP_DMA);
     ex.kernel_while_exhausted = probe_kmalloc(RAW_GFP_KERNEL);
-    for a in pages.drain_all() {
-        // SAFETY: each page came from __get_free_pages(.., 0) above and is freed once.
-        unsafe { bindings::free_pages(a, 0) };
+    for (a, order) in blocks.drain_all() {
+        // SAFETY: each block came from __get_free_pages(.., order) above and is freed once.
+        unsafe { bindings::free_pages(a, order) };
     }
     ex.dma_after_free = probe_kmalloc(RAW_GFP_KERNEL | GFP_DMA);
     Ok(ex)

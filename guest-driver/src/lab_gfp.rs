@@ -9,8 +9,9 @@
 //!   lock held, once per module instance on purpose: with
 //!   `CONFIG_DEBUG_ATOMIC_SLEEP` the kernel prints "BUG: sleeping function
 //!   called from invalid context" (`might_alloc()` -> `__might_sleep()`).
-//!   The request is 64 bytes from a slab with free objects, so it does not
-//!   actually sleep; the driver logs `planted: GFP_KERNEL under a spinlock`
+//!   The request is 64 bytes from a slab with free objects (one object is
+//!   taken first, outside the lock, to make sure), so it does not actually
+//!   sleep; the driver logs `planted: GFP_KERNEL under a spinlock`
 //!   so the host harness can match the report one to one.
 //! - [`exhaust_zone_dma`]: takes ZONE_DMA blocks, largest order first
 //!   (`__GFP_NORETRY`, bounded by the zone's size), until even one page is
@@ -68,9 +69,16 @@ pub(crate) fn plant_sleep_in_atomic() -> Result<(bool, Option<u64>)> {
     if SLEEP_PLANTED.xchg(1, Relaxed) != 0 {
         return Ok((false, None));
     }
+    // One object taken first, outside the lock, so the kmalloc-dma-64 slab
+    // has a page with free objects: the planted call then never reaches the
+    // page allocator (which would check might_sleep a second time).
+    // SAFETY: FFI call without preconditions; freed below (NULL is fine for kfree).
+    let warm = unsafe { bindings::__kmalloc_noprof(64, RAW_GFP_KERNEL | GFP_DMA | GFP_NOWARN) };
     pr_info!("planted: GFP_KERNEL under a spinlock (expect one 'sleeping function called from invalid context')\n");
-    let phys = kmalloc_under_spinlock(RAW_GFP_KERNEL | GFP_DMA, 64)?;
-    Ok((true, phys))
+    let phys = kmalloc_under_spinlock(RAW_GFP_KERNEL | GFP_DMA, 64);
+    // SAFETY: `warm` came from kmalloc (or is NULL) and is freed once.
+    unsafe { bindings::kfree(warm) };
+    Ok((true, phys?))
 }
 
 /// What [`exhaust_zone_dma`] saw.

@@ -17,6 +17,8 @@
 //!
 //! Only the public API of the `vmm` and `device-model` crates is used.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -141,8 +143,11 @@ fn loop_code(n: u32, access: &[u8]) -> Vec<u8> {
     c.extend_from_slice(&n.to_le_bytes());
     c.extend_from_slice(access);
     c.push(0x49); // dec ecx
-    let back = -((access.len() + 1 + 2) as i32);
-    c.extend_from_slice(&[0x75, back as i8 as u8]); // jnz to the access
+                  // rel8 of the jnz: back over the access, dec ecx and the jnz itself.
+    let back = i8::try_from(access.len() + 1 + 2)
+        .map(i8::wrapping_neg)
+        .expect("an access instruction is a few bytes");
+    c.extend_from_slice(&[0x75, back.to_le_bytes()[0]]); // jnz to the access
     c.extend_from_slice(&[0x31, 0xc0, 0xe6, 0xf4, 0xf4]);
     c
 }
@@ -258,8 +263,12 @@ fn guest_loops(iterations: u32, reps: usize) -> Result<GuestLoops, String> {
         r.mmio_exits = exits;
         r.mmio_read_ns
             .push(t.as_nanos() as f64 / f64::from(iterations));
-        let (t, _) =
-            run_guest(|bar0| loop_code(iterations, &write_abs(bar0 + REG_IRQ_STATUS as u32)))?;
+        let (t, _) = run_guest(|bar0| {
+            loop_code(
+                iterations,
+                &write_abs(bar0 + u32::try_from(REG_IRQ_STATUS).expect("a BAR0 offset")),
+            )
+        })?;
         r.mmio_write_ns
             .push(t.as_nanos() as f64 / f64::from(iterations));
         let (t, _) = run_guest(|_| loop_code(iterations, &read_abs(0x20_0000)))?;

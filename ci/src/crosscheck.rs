@@ -10,56 +10,23 @@
 //! pattern.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use device_model::trace::{DmaRecord, TraceFooter, TraceHeader};
+use device_model::trace::DmaRecord;
+pub use device_model::trace::Trace;
 use device_model::{Direction, Outcome};
 use dma24_tool::pattern;
-use serde_json::Value;
+use thiserror::Error;
 
-/// A whole trace file, parsed.
-#[derive(Debug)]
-pub struct Trace {
-    pub header: TraceHeader,
-    pub records: Vec<DmaRecord>,
-    /// None when the file ended without a footer (the VMM did not close it).
-    pub footer: Option<TraceFooter>,
-}
-
-impl Trace {
-    pub fn load(path: &Path) -> Result<Trace, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read trace {}: {e}", path.display()))?;
-        Trace::parse(&text)
-    }
-
-    pub fn parse(text: &str) -> Result<Trace, String> {
-        let mut header = None;
-        let mut footer = None;
-        let mut records = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let v: Value =
-                serde_json::from_str(line).map_err(|e| format!("trace line {}: {e}", n + 1))?;
-            let kind = v
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let err = |e: serde_json::Error| format!("trace line {} ({kind}): {e}", n + 1);
-            match kind.as_str() {
-                "header" => header = Some(serde_json::from_value(v).map_err(err)?),
-                "dma" => records.push(serde_json::from_value(v).map_err(err)?),
-                "footer" => footer = Some(serde_json::from_value(v).map_err(err)?),
-                other => return Err(format!("trace line {}: unknown type {other:?}", n + 1)),
-            }
-        }
-        let header = header.ok_or("the trace has no header line")?;
-        Ok(Trace {
-            header,
-            records,
-            footer,
-        })
-    }
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CheckError {
+    #[error("{transfer:?}: no ok {} record with the right bytes at device offset {at} ({accounted} of {} bytes accounted for)", transfer.dir.as_str(), transfer.len)]
+    NotCovered {
+        transfer: Reported,
+        at: u64,
+        accounted: u64,
+    },
+    #[error("{0:?}: the reported range does not fit in memory")]
+    TooLong(Reported),
 }
 
 /// One transfer as a guest reported it.
@@ -74,29 +41,34 @@ pub struct Reported {
 /// Checks one reported transfer; returns the seqs of the records that
 /// account for it. At each offset the newest record whose hash matches the
 /// pattern counts: a range may have been written again by a later test.
-pub fn check_transfer(trace: &Trace, t: &Reported) -> Result<Vec<u64>, String> {
-    let end = t.dev_offset + t.len;
-    let data = pattern::bytes(t.len as usize, t.seed);
+pub fn check_transfer(trace: &Trace, t: &Reported) -> Result<Vec<u64>, CheckError> {
+    let too_long = || CheckError::TooLong(t.clone());
+    let end = t.dev_offset.checked_add(t.len).ok_or_else(too_long)?;
+    let data = pattern::bytes(usize::try_from(t.len).map_err(|_| too_long())?, t.seed);
     let mut seqs = Vec::new();
     let mut covered = t.dev_offset;
     while covered < end {
-        let from = (covered - t.dev_offset) as usize;
+        // covered - dev_offset < len, which fits in usize (checked above).
+        let from = usize::try_from(covered - t.dev_offset).map_err(|_| too_long())?;
+        let slice_hash = |len: u64| {
+            let to = usize::try_from(len)
+                .ok()
+                .and_then(|n| from.checked_add(n))?;
+            data.get(from..to).map(pattern::trace_hash)
+        };
         let matching = trace
             .records
             .iter()
             .filter(|r| r.dir == t.dir && r.outcome == Outcome::Ok && r.dev_offset == covered)
-            .filter(|r| r.len > 0 && covered + r.len <= end)
-            .filter(|r| {
-                r.hash.map(|h| h.0) == Some(pattern::trace_hash(&data[from..from + r.len as usize]))
-            })
+            .filter(|r| r.len > 0 && r.len <= end - covered)
+            .filter(|r| r.hash.is_some() && r.hash.map(|h| h.0) == slice_hash(r.len))
             .max_by_key(|r| r.seq);
         let Some(r) = matching else {
-            return Err(format!(
-                "{t:?}: no ok {} record with the right bytes at device offset {covered} ({} of {} bytes accounted for)",
-                t.dir.as_str(),
-                covered - t.dev_offset,
-                t.len
-            ));
+            return Err(CheckError::NotCovered {
+                transfer: t.clone(),
+                at: covered,
+                accounted: covered - t.dev_offset,
+            });
         };
         seqs.push(r.seq);
         covered += r.len;
@@ -127,13 +99,14 @@ fn round_trips(console: &str, marker: &str, offset_key: &str) -> Vec<Reported> {
                 .find_map(|w| w.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        if let (Some(o), Some(n), Some(s)) = (field(offset_key), field("len"), field("seed")) {
+        let seed = field("seed").and_then(|s| u8::try_from(s).ok());
+        if let (Some(o), Some(n), Some(seed)) = (field(offset_key), field("len"), seed) {
             for dir in [Direction::ToDevice, Direction::FromDevice] {
                 out.push(Reported {
                     dir,
                     dev_offset: o,
                     len: n,
-                    seed: s as u8,
+                    seed,
                 });
             }
         }

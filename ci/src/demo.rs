@@ -1,27 +1,52 @@
 //! `cargo xtask demo`: the main job. Builds what is missing, boots the guest
 //! with the dma24 device and the trace on, loads the driver, runs the
-//! user-space transfer tool, and prints the guest's result and the trace
-//! summary.
+//! user-space transfer tool, prints the guest's result and the trace
+//! summary, and ends by writing the trace report (`dmalab trace view`) and
+//! printing its path.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use ci::guest::cache_dir;
+use ci::build::{self, BuildError};
+use ci::guest::{cache_dir, GUEST_CMDLINE};
+use thiserror::Error;
 
-use crate::images;
+#[derive(Debug, Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("the guest run failed ({status}); console in {console}")]
+    Guest { status: String, console: String },
+    #[error("the transfer tool reported failures: {0}")]
+    ToolFailures(String),
+    #[error("the guest printed no transfer result")]
+    NoResult,
+    #[error("dmalab trace summary failed")]
+    Summary,
+    #[error("dmalab trace view failed")]
+    Report,
+}
 
-/// The guest's own settings: DMA-API debugging with a small preallocated
-/// table (the default 65536 entries cost 4 s of emulated boot).
-pub const GUEST_CMDLINE: &str = "dma_debug_entries=1024";
-
-pub fn run() -> Result<(), String> {
+pub fn run() -> Result<(), DemoError> {
     let started = Instant::now();
-    let dir = images::build()?;
-    let dmalab = build_dmalab()?;
+    let dir = build::images()?;
+    let dmalab = build::dmalab()?;
     let out = cache_dir().join("demo");
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::fs::create_dir_all(&out).map_err(|source| DemoError::CreateDir {
+        path: out.display().to_string(),
+        source,
+    })?;
     let trace = out.join("trace.jsonl");
     let console_log = out.join("console.log");
     eprintln!(
@@ -50,7 +75,10 @@ pub fn run() -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", dmalab.display()))?;
+        .map_err(|source| DemoError::Spawn {
+            program: dmalab.display().to_string(),
+            source,
+        })?;
     let mut console = String::new();
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -59,9 +87,10 @@ pub fn run() -> Result<(), String> {
             console.push('\n');
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for dmalab: {e}"))?;
+    let status = child.wait().map_err(|source| DemoError::Spawn {
+        program: dmalab.display().to_string(),
+        source,
+    })?;
     let _ = std::fs::write(&console_log, &console);
 
     let result = console.lines().find_map(|l| {
@@ -80,44 +109,48 @@ pub fn run() -> Result<(), String> {
         .args(["trace", "summary"])
         .arg(&trace)
         .status()
-        .map_err(|e| format!("cannot run dmalab trace summary: {e}"))?;
+        .map_err(|source| DemoError::Spawn {
+            program: "dmalab trace summary".into(),
+            source,
+        })?;
+    // Last: the trace as pictures, whatever the guest did (a failed run is
+    // where they help most).
+    let report = out.join("report.html");
+    let view = Command::new(&dmalab)
+        .args(["trace", "view"])
+        .arg(&trace)
+        .arg("-o")
+        .arg(&report)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|source| DemoError::Spawn {
+            program: "dmalab trace view".into(),
+            source,
+        })?;
     println!("== demo took {:.0} s", started.elapsed().as_secs_f64());
+    if view.success() {
+        println!(
+            "== trace report (open it in a browser): {}",
+            report.display()
+        );
+    }
 
     if !status.success() {
-        return Err(format!(
-            "the guest run failed ({status}); console in {}",
-            console_log.display()
-        ));
+        return Err(DemoError::Guest {
+            status: status.to_string(),
+            console: console_log.display().to_string(),
+        });
     }
     match result {
         Some(r) if r.contains(" failed=0 ") => {}
-        Some(r) => return Err(format!("the transfer tool reported failures: {r}")),
-        None => return Err("the guest printed no transfer result".into()),
+        Some(r) => return Err(DemoError::ToolFailures(r)),
+        None => return Err(DemoError::NoResult),
     }
     if !summary.success() {
-        return Err("dmalab trace summary failed".into());
+        return Err(DemoError::Summary);
+    }
+    if !view.success() {
+        return Err(DemoError::Report);
     }
     Ok(())
-}
-
-/// `cargo build --release -p vmm`, returning the binary.
-pub fn build_dmalab() -> Result<std::path::PathBuf, String> {
-    let root = images::repo_root();
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "vmm"])
-        .current_dir(&root)
-        .status()
-        .map_err(|e| format!("cannot run cargo build: {e}"))?;
-    if !status.success() {
-        return Err("cargo build --release -p vmm failed".into());
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release/dmalab");
-    if Path::new(&bin).is_file() {
-        Ok(bin)
-    } else {
-        Err(format!("{} was not built", bin.display()))
-    }
 }

@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The guest's own settings for the demo and the bench boots: DMA-API
+/// debugging with a small preallocated table (the default 65536 entries
+/// cost 4 s of emulated boot).
+pub const GUEST_CMDLINE: &str = "dma_debug_entries=1024";
+
 /// Where the built images and the dmalab binary are.
 #[derive(Clone, Debug)]
 pub struct Artifacts {
@@ -28,20 +33,10 @@ impl Artifacts {
                 images.display()
             ));
         }
-        let dmalab = match std::env::var_os("DMALAB_BIN") {
-            Some(p) => PathBuf::from(p),
-            None => {
-                let target = crate::workspace_root().join("target");
-                ["release", "debug"]
-                    .iter()
-                    .map(|p| target.join(p).join("dmalab"))
-                    .find(|p| p.is_file())
-                    .ok_or_else(|| {
-                        "no dmalab binary (run `cargo build --release -p vmm`)".to_string()
-                    })?
-            }
-        };
-        Ok(Artifacts { images, dmalab })
+        Ok(Artifacts {
+            images,
+            dmalab: dmalab_binary()?,
+        })
     }
 
     /// Like [`Artifacts::find`], but prints why a test is skipped, and panics
@@ -60,12 +55,43 @@ impl Artifacts {
     }
 }
 
+/// The dmalab binary alone: DMALAB_BIN (set by `cargo xtask test`), else
+/// the workspace's own release or debug build.
+pub fn dmalab_binary() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("DMALAB_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = crate::build::target_dir();
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("dmalab"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| "no dmalab binary (run `cargo build --release -p vmm`)".to_string())
+}
+
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("DMALAB_CACHE") {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
             .join(".cache/dmalab"),
     }
+}
+
+/// Where the harness leaves consoles, traces and reports: one folder per
+/// checkout under `$DMALAB_CACHE/test-runs/`, so two checkouts testing at
+/// once (several worktrees on one machine) never overwrite each other's
+/// traces while they read them.
+pub fn runs_dir() -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let root = crate::workspace_root();
+    let mut h = std::hash::DefaultHasher::new();
+    root.hash(&mut h);
+    let name = root
+        .file_name()
+        .map_or_else(|| "root".into(), |n| n.to_string_lossy().into_owned());
+    cache_dir()
+        .join("test-runs")
+        .join(format!("{name}-{:08x}", h.finish() & 0xffff_ffff))
 }
 
 /// One guest to boot.

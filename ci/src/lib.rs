@@ -2,15 +2,12 @@
 //! report (console KTAP, init lines) next to what the device recorded (the
 //! DMA trace).
 
+#![forbid(unsafe_code)]
+
+pub mod browser;
+pub mod build;
 pub mod crosscheck;
 pub mod guest;
 pub mod ktap;
 
-use std::path::{Path, PathBuf};
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("ci/ has a parent")
-        .to_path_buf()
-}
+pub use build::workspace_root;

@@ -8,35 +8,68 @@
 //!   required (a missing image fails instead of skipping).
 //! - `bench`: boot time against QEMU, VMM start-up and memory, MMIO dispatch,
 //!   DMA throughput: a table with targets, and JSON (see bench/mod.rs).
+//! - `setup`: the host tools the tests need beyond the image recipe's
+//!   (chromium, for the trace report's browser test); `test` runs it too.
+//!
+//! What each does in more words: ci/README.md.
+
+#![forbid(unsafe_code)]
 
 mod bench;
 mod demo;
-mod images;
 mod tally;
 
 use std::process::{Command, ExitCode};
 
+use ci::browser::{ensure_chromium, BrowserError};
+use ci::build::{self, BuildError};
+use thiserror::Error;
+
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <images|demo|test|bench>");
+    eprintln!("usage: cargo xtask <images|demo|test|bench|setup>");
     eprintln!(
         "  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)"
     );
+    eprintln!("  demo     boot the guest with the device, run transfers, write the trace report");
     eprintln!(
         "  test     build the images, then run every test (unit, property, boot-and-transfer)"
     );
     eprintln!(
         "  bench    measure boot (dmalab vs QEMU), memory, MMIO dispatch, DMA; `bench --help`"
     );
+    eprintln!("  setup    install the host tools the tests need (chromium)");
     ExitCode::from(2)
+}
+
+/// What a task can fail with.
+#[derive(Debug, Error)]
+enum TaskError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
+    #[error(transparent)]
+    Bench(#[from] bench::BenchError),
+    #[error("cannot run cargo test: {0}")]
+    Spawn(std::io::Error),
+    #[error("cargo test --workspace failed ({0})")]
+    Tests(std::process::ExitStatus),
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("images") => images::build().map(|dir| println!("{}", dir.display())),
-        Some("demo") => demo::run(),
+    let result: Result<(), TaskError> = match args.first().map(String::as_str) {
+        Some("images") => build::images()
+            .map(|dir| println!("{}", dir.display()))
+            .map_err(TaskError::from),
+        Some("demo") => demo::run().map_err(TaskError::from),
+        Some("setup") => ensure_chromium()
+            .map(|p| println!("{}", p.display()))
+            .map_err(TaskError::from),
         Some("test") => run_tests(&args[1..]),
-        Some("bench") => bench::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]).map_err(TaskError::from),
         _ => return usage(),
     };
     match result {
@@ -51,19 +84,22 @@ fn main() -> ExitCode {
 /// Every test of the workspace, with the images in place and required. The
 /// output is passed through; at the end one line totals every test binary
 /// (cargo's own last line is the doc-tests', often "0 passed").
-fn run_tests(extra: &[String]) -> Result<(), String> {
-    let dir = images::build()?;
-    let dmalab = demo::build_dmalab()?;
+fn run_tests(extra: &[String]) -> Result<(), TaskError> {
+    let dir = build::images()?;
+    let dmalab = build::dmalab()?;
+    // The report's browser test needs it; CI machines start without one.
+    let chromium = ensure_chromium()?;
     let mut child = Command::new(env!("CARGO"))
         .args(["test", "--workspace"])
         .args(extra)
         .env("DMALAB_IMAGES", &dir)
         .env("DMALAB_BIN", &dmalab)
+        .env("DMALAB_CHROMIUM", &chromium)
         .env("DMALAB_REQUIRE_IMAGES", "1")
-        .current_dir(images::repo_root())
+        .current_dir(build::workspace_root())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+        .map_err(TaskError::Spawn)?;
     let mut totals = tally::Totals::default();
     if let Some(out) = child.stdout.take() {
         use std::io::BufRead;
@@ -72,13 +108,11 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
             totals.add_line(&line);
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for cargo test: {e}"))?;
+    let status = child.wait().map_err(TaskError::Spawn)?;
     println!("tests: {} passed, {} failed", totals.passed, totals.failed);
     if status.success() {
         Ok(())
     } else {
-        Err(format!("cargo test --workspace failed ({status})"))
+        Err(TaskError::Tests(status))
     }
 }

@@ -7,6 +7,8 @@
 //! run. Without images these tests are skipped with a message, unless
 //! DMALAB_REQUIRE_IMAGES=1 (set by `cargo xtask test`), which fails them.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -17,9 +19,9 @@ use ci::guest::{self, Artifacts, GuestRun, GuestSpec};
 use ci::ktap;
 use device_model::{Direction, Outcome};
 
-/// Guest settings every configuration shares: a small DMA-API debug table
-/// (the default costs 4 s of emulated boot).
-const COMMON_CMDLINE: &str = "dma_debug_entries=1024";
+/// Guest settings every configuration shares (the demo's: a small DMA-API
+/// debug table).
+const COMMON_CMDLINE: &str = guest::GUEST_CMDLINE;
 
 struct Booted {
     run: GuestRun,
@@ -27,7 +29,7 @@ struct Booted {
 }
 
 fn out_dir() -> PathBuf {
-    guest::cache_dir().join("test-runs")
+    guest::runs_dir()
 }
 
 fn boot(spec: GuestSpec) -> Option<Booted> {
@@ -429,6 +431,93 @@ fn truncating_device_with_intx() {
         reported_starts(&b.run.console)
     );
     check_driver_round_trips(b);
+}
+
+/// The trace report of a real guest's trace (the truncating device's: ok,
+/// truncated and refused records) in headless chromium: the page's script
+/// ran without an error, the DOM holds one address-map mark per record, and
+/// a screenshot is left under the cache for a person to look at.
+#[test]
+fn trace_report_opens_in_headless_chromium() {
+    let Some(b) = kunit_truncate_intx() else {
+        return;
+    };
+    let chromium = match ci::browser::chromium() {
+        Ok(p) => p,
+        Err(e) if std::env::var_os("DMALAB_REQUIRE_IMAGES").is_some_and(|v| v == "1") => {
+            panic!("{e} (cargo xtask test installs it)")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED trace_report_opens_in_headless_chromium: {e}");
+            return;
+        }
+    };
+    let t = check_trace_complete(b);
+    let trace = b.run.trace.as_ref().expect("a trace");
+    // The binary only: the images may be gone by now (another checkout's
+    // build prunes the cache), and this test reads the trace it left.
+    let dmalab = guest::dmalab_binary().expect("the dmalab binary");
+    let report = out_dir().join(format!("{}.report.html", b.run.name));
+    let out = std::process::Command::new(&dmalab)
+        .args(["trace", "view"])
+        .arg(trace)
+        .arg("-o")
+        .arg(&report)
+        .output()
+        .expect("run dmalab trace view");
+    assert!(
+        out.status.success(),
+        "dmalab trace view: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = ci::browser::dump_dom(&chromium, &report).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the page's script did not finish (report {})",
+        report.display()
+    );
+    assert!(
+        !dom.contains("data-errors="),
+        "script errors in {}: {}",
+        report.display(),
+        dom.split("data-errors=")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .take(40)
+            .collect::<String>()
+    );
+    let records = t.records.len();
+    assert!(records > 0 && records <= trace_report::DETAIL_LIMIT);
+    assert!(
+        dom.contains(&format!("data-marks=\"{records}\"")),
+        "the DOM should hold {records} marks (one per record); report {}",
+        report.display()
+    );
+    let truncated = t
+        .records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Truncated)
+        .count();
+    assert_eq!(dom.matches("class=\"trunc-link\"").count(), truncated);
+    // The script drew the legend from the marks it found.
+    assert!(
+        dom.contains(&format!("truncated {truncated}</span>")),
+        "legend"
+    );
+    let shots = guest::cache_dir().join("screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    let png = shots.join(format!("{}.report.png", b.run.name));
+    let _ = std::fs::remove_file(&png);
+    ci::browser::screenshot(&chromium, &report, &png, (1300, 1500))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bytes = std::fs::read(&png).expect("the screenshot was written");
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000);
+    eprintln!(
+        "trace report {} -> screenshot {}",
+        report.display(),
+        png.display()
+    );
 }
 
 #[test]

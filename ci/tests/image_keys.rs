@@ -1,14 +1,12 @@
 //! The image cache is keyed by a hash of every input: these tests change one
 //! input at a time in a copy of the recipe and check which keys move.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -28,7 +26,7 @@ fn copy_tree(from: &Path, to: &Path) {
 fn scratch_repo(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dmalab-keys-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
-    copy_tree(&repo_root().join("images"), &dir.join("images"));
+    copy_tree(&ci::workspace_root().join("images"), &dir.join("images"));
     fs::create_dir_all(dir.join("guest-driver")).unwrap();
     fs::write(dir.join("guest-driver/Kbuild"), "obj-m := dmalab.o\n").unwrap();
     fs::write(dir.join("guest-driver/dmalab.rs"), "// driver\n").unwrap();

@@ -11,13 +11,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
 /// The register map, the file every side compiles.
 const REGISTER_MAP: &str = "device-model/src/regs.rs";
 /// The driver's name for it.
@@ -50,7 +43,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 /// `(file, line number, line)` of every line in the driver's sources (the
 /// module and the tool, not the shared files) for which `hit` is true.
 fn driver_lines(hit: impl Fn(&str) -> bool) -> Vec<String> {
-    let root = repo_root();
+    let root = ci::workspace_root();
     let shared = [
         root.join(DRIVER_REGS),
         root.join(PATTERN),
@@ -82,7 +75,7 @@ fn path_attributes(text: &str) -> Vec<String> {
 
 #[test]
 fn the_driver_compiles_the_device_models_register_map() {
-    let root = repo_root();
+    let root = ci::workspace_root();
     let link = root.join(DRIVER_REGS);
     let meta = fs::symlink_metadata(&link).unwrap();
     assert!(
@@ -134,7 +127,7 @@ fn the_pattern_formula_exists_once() {
     // The formula's multiplier, as any re-implementation would write it, in
     // the crates that write or check guest patterns (the device model's own
     // tests fill memory their own way, unrelated to traces).
-    let root = repo_root();
+    let root = ci::workspace_root();
     let mut copies = Vec::new();
     for dir in ["guest-driver", "ci"] {
         for file in rust_files(&root.join(dir)) {
@@ -173,7 +166,7 @@ fn the_pattern_formula_exists_once() {
 fn the_lab_abi_exists_once() {
     // The module and the tool compile the same file; neither spells the
     // lab's ioctl numbers or allocator names itself.
-    let root = repo_root();
+    let root = ci::workspace_root();
     let tool = fs::read_to_string(root.join("guest-driver/tool/src/lab.rs")).unwrap();
     assert_eq!(
         path_attributes(&tool),
@@ -196,7 +189,7 @@ fn the_lab_abi_exists_once() {
 
 #[test]
 fn shared_files_compile_in_a_no_std_crate_with_nothing_else() {
-    let root = repo_root();
+    let root = ci::workspace_root();
     for file in [REGISTER_MAP, PATTERN, LAB_ABI] {
         let text = fs::read_to_string(root.join(file)).unwrap();
         for (n, line) in text.lines().enumerate() {
@@ -243,7 +236,7 @@ fn shared_files_compile_in_a_no_std_crate_with_nothing_else() {
 
 #[test]
 fn the_images_recipe_copies_every_file_the_module_compiles() {
-    let root = repo_root();
+    let root = ci::workspace_root();
     let dest = std::env::temp_dir().join(format!("dmalab-driver-copy-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dest);
     let script = format!(

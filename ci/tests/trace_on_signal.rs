@@ -1,6 +1,8 @@
 //! The DMA trace is closed (footer written) when dmalab is stopped by a
 //! signal, not only when the guest ends.
 
+#![forbid(unsafe_code)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ fn stop_with(signal: &str, want_code: i32) {
     let Some(a) = Artifacts::for_test("trace_on_signal") else {
         return;
     };
-    let dir = guest::cache_dir().join("test-runs");
+    let dir = guest::runs_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let trace = dir.join(format!("signal-{signal}.trace.jsonl"));
     let _ = std::fs::remove_file(&trace);

@@ -74,6 +74,25 @@ pub enum TraceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a self-contained HTML report: address map with the mask,
+    /// timeline, faults and summary (opens offline in any browser).
+    View {
+        /// A trace file (JSON Lines) written by `dmalab run --trace`.
+        file: PathBuf,
+        /// The HTML file to write [default: FILE with extension .html].
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Convert the trace for another viewer: `chrome` is Chrome Trace Event
+    /// JSON (Perfetto UI, chrome://tracing).
+    Export {
+        #[arg(long, value_parser = ["chrome"])]
+        format: String,
+        /// A trace file (JSON Lines) written by `dmalab run --trace`.
+        file: PathBuf,
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+    },
 }
 
 /// `dmalab run` options.
@@ -266,6 +285,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn trace_view_and_export_commands() {
+        match parse(&["trace", "view", "/t.jsonl"]).unwrap().command {
+            Command::Trace(TraceCommand::View { file, output }) => {
+                assert_eq!((file, output), (PathBuf::from("/t.jsonl"), None));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse(&[
+            "trace", "export", "--format", "chrome", "/t", "-o", "/o.json",
+        ]);
+        assert!(matches!(
+            c.unwrap().command,
+            Command::Trace(TraceCommand::Export { .. })
+        ));
+        let e = parse(&["trace", "export", "--format", "svg", "/t", "-o", "/o"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidValue);
     }
 
     #[test]

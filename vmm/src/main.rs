@@ -57,6 +57,42 @@ fn main() {
                 }
             }
         }
+        Command::Trace(TraceCommand::View { file, output }) => {
+            let output = output.unwrap_or_else(|| trace_report::default_output(&file));
+            match trace_report::write_report(&file, &output) {
+                Ok(s) => {
+                    println!(
+                        "{} ({} records, {})",
+                        output.display(),
+                        s.records,
+                        s.completeness
+                    );
+                    ExitCode::Clean
+                }
+                Err(e) => {
+                    eprintln!("dmalab: error: {e}");
+                    ExitCode::Usage
+                }
+            }
+        }
+        Command::Trace(TraceCommand::Export { file, output, .. }) => {
+            match trace_report::write_chrome(&file, &output) {
+                Ok(s) => {
+                    println!(
+                        "{} ({} records, {} transfers, {} faults)",
+                        output.display(),
+                        s.records,
+                        s.transfers,
+                        s.faults
+                    );
+                    ExitCode::Clean
+                }
+                Err(e) => {
+                    eprintln!("dmalab: error: {e}");
+                    ExitCode::Usage
+                }
+            }
+        }
     };
     std::process::exit(code.code());
 }

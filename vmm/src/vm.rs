@@ -234,7 +234,7 @@ pub fn run(cfg: &VmConfig) -> Result<ExitCode, VmError> {
     // The trace file too: an unwritable path is the user's to fix. Its clock
     // (t_ns in every record) starts here, at VM creation.
     let trace = match (&cfg.device, &cfg.trace) {
-        (Some(dev), Some(path)) => Some(pci::open_trace(path, dev)?),
+        (Some(dev), Some(path)) => Some(pci::open_trace(path, dev, mem_size)?),
         _ => None,
     };
 

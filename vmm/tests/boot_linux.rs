@@ -1,4 +1,4 @@
-//! Boots the project's guest kernel (images issue: `cargo xtask images`) to a
+//! Boots the project's guest kernel (built by `cargo xtask images`) to a
 //! marker printed from guest user space and checks the clean shutdown, the
 //! panic exit code and the CPUID flags Linux ends up with.
 //!

@@ -5,9 +5,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::console::{log_number, printk_time};
+use super::guest::DRIVER_READY;
 use super::memory::MemSample;
 use super::vmm::{Capture, Vmm};
-use super::DRIVER_READY;
 
 /// One boot's figures.
 #[derive(Clone, Debug, Default, Serialize)]

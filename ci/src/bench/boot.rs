@@ -3,77 +3,58 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::analysis::{analyse_boot, boot_phases, Boot};
-use super::machine::{command_line_out, ensure_qemu};
-use super::memory::guest_ram_regions;
-use super::stats::Stats;
-use super::table::{fmt_stats, row};
-use super::tiny_kernel::first_insn_tiny;
-use super::vmm::{dmalab_command, qemu_args, run_vmm, Capture, Vmm};
-use super::{progress, Ctx, BOOT_EXTRA, DRIVER_READY, MEM_MIB, QEMU_CPU, QEMU_ONLY};
-use crate::demo;
+use ci::guest::GUEST_CMDLINE;
 
-pub(super) fn one_boot(
-    ctx: &mut Ctx,
-    vmm: Vmm,
-    run: usize,
-    cmd: Command,
-    name: &str,
-    grace: Duration,
-) -> Option<(Boot, Capture)> {
-    let log = ctx.out.join("logs").join(format!("{name}.log"));
-    let cap = match run_vmm(
-        cmd,
-        DRIVER_READY,
-        Duration::from_secs(400),
-        grace,
-        &guest_ram_regions(MEM_MIB),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            ctx.report.notes.push(format!("{name}: {e}"));
-            return None;
-        }
-    };
-    let _ = std::fs::write(&log, cap.console());
-    let b = analyse_boot(vmm, run, &cap, &log);
-    match (&b.error, b.driver_ready_wall_s) {
-        (Some(e), _) => progress(&format!("  {name}: FAILED: {e}")),
-        (None, Some(w)) => progress(&format!(
-            "  {name}: driver ready after {w:.1} s (guest Run /init at {} s), exit {:?} after {:.1} s",
-            b.run_init_guest_s.map_or("?".into(), |g| format!("{g:.1}")),
-            b.exit_code,
-            b.total_wall_s
-        )),
-        _ => {}
-    }
-    Some((b, cap))
+use super::analysis::{boot_phases, Boot, Phase};
+use super::guest::{BOOT_EXTRA, MEM_MIB, QEMU_CPU, QEMU_ONLY};
+use super::inputs::{progress, Inputs};
+use super::machine::{command_line_out, ensure_qemu};
+use super::stats::Stats;
+use super::table::{fmt_stats, row, Row};
+use super::tiny_kernel::first_insn_tiny;
+use super::vmm::{dmalab_command, qemu_args, Vmm};
+
+/// What the boot part measured.
+#[derive(Default)]
+pub struct BootPart {
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    pub boots: Vec<Boot>,
+    pub phases: Vec<Phase>,
+    /// First line of `qemu --version`, when QEMU ran.
+    pub qemu_version: Option<String>,
+    pub qemu_command: Option<String>,
+    pub dmalab_cmdline: Option<String>,
 }
 
-pub(super) fn boot_part(ctx: &mut Ctx) {
-    let Some((images, dmalab)) = ctx.guest_artifacts("boot", "boot to driver-ready, dmalab", "")
-    else {
-        return;
+pub fn boot_part(inputs: &Inputs) -> BootPart {
+    let mut part = BootPart::default();
+    let (images, dmalab) = match inputs.guest_artifacts("boot", "boot to driver-ready, dmalab", "")
+    {
+        Ok(a) => a,
+        Err(r) => {
+            part.rows.push(*r);
+            return part;
+        }
     };
-    let qemu = if ctx.opts.qemu {
+    let qemu = if inputs.opts.qemu {
         let q = ensure_qemu();
         if let Ok(p) = &q {
-            ctx.report.machine.qemu = command_line_out(&p.display().to_string(), &["--version"])
-                .and_then(|v| v.lines().next().map(str::to_string))
-                .unwrap_or_default();
+            part.qemu_version = command_line_out(&p.display().to_string(), &["--version"])
+                .and_then(|v| v.lines().next().map(str::to_string));
         }
         q
     } else {
         Err("--no-qemu".into())
     };
     progress("VMM start-up with a minimal kernel (5 runs)");
-    let tiny = first_insn_tiny(&dmalab, &ctx.out.join("logs"), 5);
+    let tiny = first_insn_tiny(&dmalab, &inputs.out.join("logs"), 5);
     let r = row(
         "boot",
         "VMM start to first guest instruction, minimal kernel (dmalab)",
         "dmalab's own log (as above) when it boots a 7-byte PVH kernel (tiny ELF written by the bench): the VMM's start-up without copying a real kernel and initrd into guest RAM; 5 runs",
     );
-    ctx.report.rows.push(
+    part.rows.push(
         match tiny {
             Ok(v) => match Stats::of(&v) {
                 Some(s) => r.value(s.median, "ms", fmt_stats(&s, "ms", 2)),
@@ -83,39 +64,42 @@ pub(super) fn boot_part(ctx: &mut Ctx) {
         }
         .at_most(5.0, "5 ms"),
     );
-    let extra = format!("{} {BOOT_EXTRA}", demo::GUEST_CMDLINE);
+    let extra = format!("{GUEST_CMDLINE} {BOOT_EXTRA}");
     let mut cmdline: Option<String> = None;
     let mut boots = Vec::new();
-    for run in 1..=ctx.opts.runs {
-        progress(&format!("boot {run}/{}: dmalab", ctx.opts.runs));
+    let runs = inputs.opts.runs;
+    for run in 1..=runs {
+        progress(&format!("boot {run}/{runs}: dmalab"));
         let cmd = dmalab_command(&dmalab, &images, &extra, false, None);
-        if let Some((b, cap)) = one_boot(
-            ctx,
+        match inputs.one_boot(
             Vmm::Dmalab,
             run,
             cmd,
             &format!("boot-dmalab-{run}"),
             Duration::from_secs(60),
         ) {
-            if cmdline.is_none() {
-                cmdline = cap
-                    .lines
-                    .iter()
-                    .filter(|(_, err, _)| *err)
-                    .find_map(|(_, _, l)| l.split_once("guest command line: "))
-                    .map(|(_, c)| c.trim().to_string());
+            Err(note) => part.notes.push(note),
+            Ok((b, cap)) => {
+                if cmdline.is_none() {
+                    cmdline = cap
+                        .lines
+                        .iter()
+                        .filter(|(_, err, _)| *err)
+                        .find_map(|(_, _, l)| l.split_once("guest command line: "))
+                        .map(|(_, c)| c.trim().to_string());
+                }
+                if run == 1 && b.ok {
+                    part.phases = boot_phases(&cap.stdout_lines(), b.driver_ready_guest_s_est);
+                }
+                boots.push(b);
             }
-            if run == 1 && b.ok {
-                ctx.report.phases = boot_phases(&cap.stdout_lines(), b.driver_ready_guest_s_est);
-            }
-            boots.push(b);
         }
         if let (Ok(q), Some(c)) = (&qemu, &cmdline) {
-            progress(&format!("boot {run}/{}: qemu", ctx.opts.runs));
+            progress(&format!("boot {run}/{runs}: qemu"));
             let append = format!("{c} {QEMU_ONLY}");
             let args = qemu_args(&images, &append);
-            if ctx.report.qemu_command.is_none() {
-                ctx.report.qemu_command = Some(format!(
+            if part.qemu_command.is_none() {
+                part.qemu_command = Some(format!(
                     "{} {}",
                     q.display(),
                     args.iter()
@@ -130,26 +114,26 @@ pub(super) fn boot_part(ctx: &mut Ctx) {
             }
             let mut cmd = Command::new(q);
             cmd.args(&args);
-            if let Some((b, _)) = one_boot(
-                ctx,
+            match inputs.one_boot(
                 Vmm::Qemu,
                 run,
                 cmd,
                 &format!("boot-qemu-{run}"),
                 Duration::from_secs(60),
             ) {
-                boots.push(b);
+                Ok((b, _)) => boots.push(b),
+                Err(note) => part.notes.push(note),
             }
         }
     }
-    ctx.report.dmalab_cmdline = cmdline.clone();
+    part.dmalab_cmdline = cmdline.clone();
     let qemu_why: Option<String> = match (&qemu, &cmdline) {
         (Err(e), _) => Some(e.clone()),
         (_, None) => Some("dmalab printed no 'guest command line' to reproduce".into()),
         _ => None,
     };
     if qemu_why.is_none() {
-        ctx.report.notes.push(format!(
+        part.notes.push(format!(
             "QEMU gets dmalab's exact guest command line plus `{QEMU_ONLY}`: on PVM hosts the kernel's \
              int3 self-test cannot be emulated; dmalab completes that int3 by injecting #BP, QEMU cannot, \
              so the patched guest kernel skips the test (images/patches/0002). `-cpu {QEMU_CPU}`: Debian's \
@@ -157,11 +141,12 @@ pub(super) fn boot_part(ctx: &mut Ctx) {
              dmalab's command line. `{BOOT_EXTRA}`: both guests reboot right after driver-ready."
         ));
     }
-    boot_rows(ctx, &boots, qemu_why.as_deref());
-    ctx.report.boots.extend(boots);
+    boot_rows(&mut part.rows, &boots, qemu_why.as_deref());
+    part.boots = boots;
+    part
 }
 
-fn boot_rows(ctx: &mut Ctx, boots: &[Boot], qemu_why: Option<&str>) {
+fn boot_rows(rows: &mut Vec<Row>, boots: &[Boot], qemu_why: Option<&str>) {
     let pick = |vmm: Vmm, f: &dyn Fn(&Boot) -> Option<f64>| -> Vec<f64> {
         boots
             .iter()
@@ -175,7 +160,6 @@ fn boot_rows(ctx: &mut Ctx, boots: &[Boot], qemu_why: Option<&str>) {
             .filter(|b| b.vmm == vmm.name() && !b.ok)
             .count()
     };
-    let rows = &mut ctx.report.rows;
     let how_wall = "wall time from spawning the VMM to the console line 'dmalab-init: insmod dmalab ok' (host clock, console streamed)";
     let d_wall = Stats::of(&pick(Vmm::Dmalab, &|b| b.driver_ready_wall_s));
     let q_wall = Stats::of(&pick(Vmm::Qemu, &|b| b.driver_ready_wall_s));

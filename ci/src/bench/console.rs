@@ -24,9 +24,27 @@ pub(super) fn field<T: std::str::FromStr>(text: &str, key: &str) -> Option<T> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The driver's KUnit case `register_read_round_trip` prints
+/// `# <dev>: mmio_read_ns=N reads=R (readl of REG_MAGIC, mean)`: (N, R).
+pub fn parse_driver_mmio(line: &str) -> Option<(f64, u64)> {
+    let at = line.find("mmio_read_ns=")?;
+    let rest = &line[at..];
+    let ns = field(rest, "mmio_read_ns=")?;
+    Some((ns, field(rest, "reads=").unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn driver_mmio_line() {
+        let l = "[   40.1]     # dma24-0: mmio_read_ns=14250 reads=200 (readl of REG_MAGIC, mean)";
+        assert_eq!(parse_driver_mmio(l), Some((14250.0, 200)));
+        assert_eq!(parse_driver_mmio("mmio_read_ns=7"), Some((7.0, 0)));
+        assert_eq!(parse_driver_mmio("mmio_read_ns=x"), None);
+        assert_eq!(parse_driver_mmio("nothing"), None);
+    }
 
     #[test]
     fn printk_times() {

@@ -6,8 +6,6 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::images;
-
 /// A criterion `estimates.json`, in nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Estimate {
@@ -64,7 +62,7 @@ pub(super) fn cargo_bench(
     c.args(["bench", "-p", pkg, "--bench", bench, "--"])
         .args(args)
         .env("CRITERION_HOME", home)
-        .current_dir(images::repo_root());
+        .current_dir(ci::workspace_root());
     for (k, v) in env {
         c.env(k, v);
     }
@@ -84,6 +82,16 @@ pub(super) fn cargo_bench(
             tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
         ))
     }
+}
+
+/// The JSON a bench binary printed on its `KEY_json: {...}` line.
+pub(super) fn bench_result(output: &str, key: &str) -> Result<serde_json::Value, String> {
+    let prefix = format!("{key}_json: ");
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .ok_or_else(|| format!("the bench printed no {key}_json line"))?;
+    serde_json::from_str(line).map_err(|e| format!("{key} result: {e}"))
 }
 
 pub(super) fn criterion_args(quick: bool) -> Vec<&'static str> {

@@ -7,15 +7,29 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::boot::one_boot;
-use super::console::field;
-use super::criterion::{cargo_bench, criterion_args, read_criterion};
-use super::mmio::parse_driver_mmio;
+use std::collections::BTreeMap;
+
+use ci::guest::GUEST_CMDLINE;
+
+use super::analysis::Boot;
+use super::console::{field, parse_driver_mmio};
+use super::criterion::{cargo_bench, criterion_args, read_criterion, Estimate};
+use super::inputs::{progress, Inputs};
 use super::stats::linear_fit;
-use super::table::{fmt_ns, row};
+use super::table::{fmt_ns, row, Row};
 use super::vmm::{dmalab_command, Vmm};
-use super::{progress, Ctx};
-use crate::demo;
+
+/// What the dma part measured.
+#[derive(Default)]
+pub struct DmaPart {
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    pub criterion: BTreeMap<String, Estimate>,
+    pub e2e: Vec<E2eCase>,
+    pub e2e_boot: Option<Boot>,
+    /// From the driver's KUnit case in the end-to-end boot: (ns per readl, reads).
+    pub driver_mmio_read: Option<(f64, u64)>,
+}
 
 /// One `dma24-tool: ok offset=O len=L ...` line and the host time it took
 /// since the tool's previous line.
@@ -72,8 +86,9 @@ fn dmalab_has_device(dmalab: &Path) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--device"))
 }
 
-pub(super) fn dma_part(ctx: &mut Ctx) {
-    let home = ctx.out.join("criterion");
+pub fn dma_part(inputs: &Inputs) -> DmaPart {
+    let mut part = DmaPart::default();
+    let home = inputs.out.join("criterion");
     for g in ["dma_4k", "dma_64k", "device_4k", "device_64k"] {
         let _ = std::fs::remove_dir_all(home.join(g));
     }
@@ -81,17 +96,17 @@ pub(super) fn dma_part(ctx: &mut Ctx) {
     let res = cargo_bench(
         "device-model",
         "dma",
-        &criterion_args(ctx.opts.quick),
+        &criterion_args(inputs.opts.quick),
         &home,
         &[],
-        &ctx.out.join("logs/cargo-bench-dma.log"),
+        &inputs.out.join("logs/cargo-bench-dma.log"),
     );
     let est = read_criterion(&home, &["dma_4k", "dma_64k", "device_4k", "device_64k"]);
     let why = match &res {
         Err(e) => e.clone(),
         Ok(_) => "no criterion estimate".into(),
     };
-    let rows = &mut ctx.report.rows;
+    let rows = &mut part.rows;
     let how_engine = "criterion (device-model/benches/dma.rs): Engine::run of one single transfer between page-aligned guest memory and device memory, no worker thread; against copy_from_slice of the same size. Throughput ratio = memcpy time / engine time";
     for (size, label) in [(4096u64, "4k"), (65536, "64k")] {
         let g = format!("dma_{label}");
@@ -183,47 +198,54 @@ pub(super) fn dma_part(ctx: &mut Ctx) {
             _ => r.not_measured(&why).at_most(10.0, "+10 %"),
         });
     }
-    ctx.report.criterion.extend(est);
-    dma_e2e(ctx);
+    part.criterion = est;
+    dma_e2e(inputs, &mut part);
+    part
 }
 
-fn dma_e2e(ctx: &mut Ctx) {
+fn dma_e2e(inputs: &Inputs, part: &mut DmaPart) {
     let how = "dmalab boot with --device dma24 --trace, the initramfs runs `dma24-tool selftest`: per transfer case (write then read back through /dev/dma24-0, compare, one console line) the host time between its console lines; rate = 2 x len / time";
     let metric = "end-to-end guest transfer rate (/dev/dma24-0)";
-    let Some((images, dmalab)) = ctx.guest_artifacts("dma", metric, how) else {
-        return;
+    let (images, dmalab) = match inputs.guest_artifacts("dma", metric, how) {
+        Ok(a) => a,
+        Err(r) => {
+            part.rows.push(*r);
+            return;
+        }
     };
     if !dmalab_has_device(&dmalab) {
-        ctx.report.rows.push(row("dma", metric, how).not_measured(
+        part.rows.push(row("dma", metric, how).not_measured(
             "this dmalab cannot attach dma24 yet (no `run --device`: PCI integration in progress)",
         ));
         return;
     }
     progress("DMA end to end: dmalab boot with the device, dma24-tool selftest");
-    let trace = ctx.out.join("logs/e2e.trace.jsonl");
-    let cmd = dmalab_command(&dmalab, &images, demo::GUEST_CMDLINE, true, Some(&trace));
-    let Some((b, cap)) = one_boot(
-        ctx,
+    let trace = inputs.out.join("logs/e2e.trace.jsonl");
+    let cmd = dmalab_command(&dmalab, &images, GUEST_CMDLINE, true, Some(&trace));
+    let (b, cap) = match inputs.one_boot(
         Vmm::Dmalab,
         0,
         cmd,
         "e2e-dmalab-selftest",
         Duration::from_secs(300),
-    ) else {
-        ctx.report
-            .rows
-            .push(row("dma", metric, how).not_measured("the boot did not run"));
-        return;
+    ) {
+        Ok(x) => x,
+        Err(note) => {
+            part.notes.push(note);
+            part.rows
+                .push(row("dma", metric, how).not_measured("the boot did not run"));
+            return;
+        }
     };
     let console = cap.stdout_lines();
     let cases = e2e_cases(&console);
-    ctx.report.driver_mmio_read = console.iter().find_map(|(_, l)| parse_driver_mmio(l));
+    part.driver_mmio_read = console.iter().find_map(|(_, l)| parse_driver_mmio(l));
     let timed: Vec<(f64, f64)> = cases
         .iter()
         .filter_map(|c| c.host_s.map(|s| (c.len as f64, s)))
         .collect();
     let r = row("dma", metric, how);
-    ctx.report.rows.push(
+    part.rows.push(
         match (
             timed.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0)),
             linear_fit(&timed),
@@ -254,7 +276,7 @@ fn dma_e2e(ctx: &mut Ctx) {
         },
     );
     if let Some(w) = b.driver_ready_wall_s {
-        ctx.report.rows.push(
+        part.rows.push(
             row(
                 "dma",
                 "boot to driver-ready with dma24 attached (dmalab)",
@@ -263,8 +285,8 @@ fn dma_e2e(ctx: &mut Ctx) {
             .value(w, "s", format!("{w:.1} s (1 run)")),
         );
     }
-    ctx.report.e2e = cases;
-    ctx.report.e2e_boot = Some(b);
+    part.e2e = cases;
+    part.e2e_boot = Some(b);
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::boot::one_boot;
-use super::table::row;
+use ci::guest::GUEST_CMDLINE;
+
+use super::analysis::Boot;
+use super::guest::BOOT_EXTRA;
+use super::inputs::{progress, Inputs};
+use super::table::{row, Row};
 use super::vmm::{dmalab_command, Vmm};
-use super::{progress, Ctx, BOOT_EXTRA};
-use crate::demo;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Initcall {
@@ -42,39 +44,52 @@ pub fn top_initcalls(console: &str, n: usize) -> Vec<Initcall> {
     v
 }
 
-pub(super) fn initcall_part(ctx: &mut Ctx) {
+/// What the initcall part measured.
+#[derive(Default)]
+pub struct InitcallPart {
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    pub top10: Vec<Initcall>,
+    pub boot: Option<Boot>,
+}
+
+pub fn initcall_part(inputs: &Inputs) -> InitcallPart {
+    let mut part = InitcallPart::default();
     let how = "one extra dmalab boot with `initcall_debug ignore_loglevel initramfs_async=0`: the 'initcall X returned R after N usecs' lines, slowest first (the printing itself slows that boot; initramfs_async=0 unpacks the initramfs inside its initcall, populate_rootfs, instead of in the background, so its cost shows)";
-    if ctx.opts.quick {
-        ctx.report
-            .rows
+    if inputs.opts.quick {
+        part.rows
             .push(row("boot", "slowest initcall", how).not_measured("skipped with --quick"));
-        return;
+        return part;
     }
-    let Some((images, dmalab)) = ctx.guest_artifacts("boot", "slowest initcall", how) else {
-        return;
+    let (images, dmalab) = match inputs.guest_artifacts("boot", "slowest initcall", how) {
+        Ok(a) => a,
+        Err(r) => {
+            part.rows.push(*r);
+            return part;
+        }
     };
     progress("initcall_debug boot: dmalab");
-    let extra = format!(
-        "{} {BOOT_EXTRA} initcall_debug ignore_loglevel initramfs_async=0",
-        demo::GUEST_CMDLINE
-    );
+    let extra =
+        format!("{GUEST_CMDLINE} {BOOT_EXTRA} initcall_debug ignore_loglevel initramfs_async=0");
     let cmd = dmalab_command(&dmalab, &images, &extra, false, None);
-    let Some((b, cap)) = one_boot(
-        ctx,
+    let (b, cap) = match inputs.one_boot(
         Vmm::Dmalab,
         0,
         cmd,
         "boot-dmalab-initcall_debug",
         Duration::from_secs(60),
-    ) else {
-        ctx.report
-            .rows
-            .push(row("boot", "slowest initcall", how).not_measured("the boot did not run"));
-        return;
+    ) {
+        Ok(x) => x,
+        Err(note) => {
+            part.notes.push(note);
+            part.rows
+                .push(row("boot", "slowest initcall", how).not_measured("the boot did not run"));
+            return part;
+        }
     };
     let top = top_initcalls(&cap.text(), 10);
     let r = row("boot", "slowest initcall", how);
-    ctx.report.rows.push(match top.first() {
+    part.rows.push(match top.first() {
         Some(i) => r.value(
             i.usecs as f64 / 1e6,
             "s",
@@ -87,8 +102,9 @@ pub(super) fn initcall_part(ctx: &mut Ctx) {
         ),
         None => r.not_measured("no initcall lines on the console"),
     });
-    ctx.report.initcalls_top10 = top;
-    ctx.report.initcall_boot = Some(b);
+    part.top10 = top;
+    part.boot = Some(b);
+    part
 }
 
 #[cfg(test)]

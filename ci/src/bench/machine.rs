@@ -5,8 +5,6 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::images;
-
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Machine {
     pub cpu: String,
@@ -57,7 +55,7 @@ pub(super) fn machine() -> Machine {
     } else {
         "none"
     };
-    let root = images::repo_root();
+    let root = ci::workspace_root();
     let git = command_line_out(
         "git",
         &[

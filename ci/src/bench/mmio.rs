@@ -3,12 +3,12 @@
 
 use serde::Serialize;
 
-use super::console::field;
-use super::criterion::{cargo_bench, criterion_args, read_criterion};
-use super::report::Report;
+use std::collections::BTreeMap;
+
+use super::criterion::{bench_result, cargo_bench, criterion_args, read_criterion, Estimate};
+use super::inputs::{progress, Inputs};
 use super::stats::Stats;
-use super::table::{fmt_ns, row};
-use super::{progress, Ctx};
+use super::table::{fmt_ns, row, Row};
 
 /// The mini-guest line of `ci/benches/mmio.rs`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -20,12 +20,7 @@ pub struct MmioGuest {
 }
 
 pub fn parse_mmio_guest(output: &str) -> Result<MmioGuest, String> {
-    let line = output
-        .lines()
-        .find_map(|l| l.strip_prefix("mmio_guest_json: "))
-        .ok_or("the mmio bench printed no mini-guest result")?;
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("mini-guest result: {e}"))?;
+    let v = bench_result(output, "mmio_guest")?;
     if let Some(e) = v["error"].as_str() {
         return Err(format!("mini guest: {e}"));
     }
@@ -42,31 +37,31 @@ pub fn parse_mmio_guest(output: &str) -> Result<MmioGuest, String> {
     })
 }
 
-/// The driver's KUnit case `register_read_round_trip` prints
-/// `# <dev>: mmio_read_ns=N reads=R (readl of REG_MAGIC, mean)`: (N, R).
-pub fn parse_driver_mmio(line: &str) -> Option<(f64, u64)> {
-    let at = line.find("mmio_read_ns=")?;
-    let rest = &line[at..];
-    let ns = field(rest, "mmio_read_ns=")?;
-    Some((ns, field(rest, "reads=").unwrap_or(0)))
+/// What the mmio part measured.
+#[derive(Default)]
+pub struct MmioPart {
+    pub rows: Vec<Row>,
+    pub criterion: BTreeMap<String, Estimate>,
+    pub guest: Option<MmioGuest>,
 }
 
-pub(super) fn mmio_part(ctx: &mut Ctx) {
-    let home = ctx.out.join("criterion");
+pub fn mmio_part(inputs: &Inputs) -> MmioPart {
+    let mut part = MmioPart::default();
+    let home = inputs.out.join("criterion");
     let _ = std::fs::remove_dir_all(home.join("mmio_dispatch"));
     progress("MMIO: cargo bench -p ci --bench mmio (host dispatch, then mini-guest round trips)");
-    let iters = if ctx.opts.quick { 5000 } else { 20000 };
+    let iters = if inputs.opts.quick { 5000 } else { 20000 };
     let res = cargo_bench(
         "ci",
         "mmio",
-        &criterion_args(ctx.opts.quick),
+        &criterion_args(inputs.opts.quick),
         &home,
         &[("DMALAB_BENCH_MMIO_ITERS", iters.to_string())],
-        &ctx.out.join("logs/cargo-bench-mmio.log"),
+        &inputs.out.join("logs/cargo-bench-mmio.log"),
     );
     let how_host = "criterion (ci/benches/mmio.rs), host side only, built as vmm::vm::run builds it: vmm::bus::Bus lookup -> PciMmioWindow (PCI root lock, BAR route scan) -> dma24 lock and register decode, and back";
     let est = read_criterion(&home, &["mmio_dispatch"]);
-    let rows = &mut ctx.report.rows;
+    let rows = &mut part.rows;
     let host = [
         (
             "mmio_dispatch/bus_read_magic_4",
@@ -149,38 +144,9 @@ pub(super) fn mmio_part(ctx: &mut Ctx) {
         Err(e) => rows
             .push(row("mmio", "register read round trip, mini guest", how_guest).not_measured(e)),
     }
-    ctx.report.mmio_guest = guest.ok();
-    ctx.report.criterion.extend(est);
-}
-
-/// The register round trip as the Linux driver sees it, placed after the
-/// other MMIO rows.
-pub(super) fn driver_mmio_row(report: &mut Report, dma_ran: bool) {
-    let r = row(
-        "mmio",
-        "register read round trip, from the Linux driver (per readl)",
-        "the driver's KUnit case register_read_round_trip (dmalab_probe suite, run by insmod in the end-to-end boot with the device): 200 readl() of REG_MAGIC timed with the guest's monotonic clock, mean per read",
-    );
-    let r = match report.driver_mmio_read {
-        Some((ns, reads)) => r.value(
-            ns / 1e3,
-            "µs",
-            format!("{:.1} µs (mean of {reads} reads, one boot)", ns / 1e3),
-        ),
-        None if !dma_ran => r.not_measured("it comes from the end-to-end boot: run with --only including dma"),
-        None => match &report.e2e_boot {
-            Some(b) if b.ok => r.not_measured(
-                "no 'mmio_read_ns=' line on the console (the driver's KUnit case register_read_round_trip did not run or print)",
-            ),
-            _ => r.not_measured("the end-to-end boot with the device did not run or did not reach driver-ready"),
-        },
-    };
-    let at = report
-        .rows
-        .iter()
-        .rposition(|row| row.part == "mmio")
-        .map_or(report.rows.len(), |i| i + 1);
-    report.rows.insert(at, r);
+    part.guest = guest.ok();
+    part.criterion = est;
+    part
 }
 
 #[cfg(test)]
@@ -197,24 +163,5 @@ mod tests {
         let e = parse_mmio_guest("mmio_guest_json: {\"error\":\"no /dev/kvm\"}").unwrap_err();
         assert!(e.contains("no /dev/kvm"), "{e}");
         assert!(parse_mmio_guest("nothing").is_err());
-    }
-
-    #[test]
-    fn driver_mmio_line() {
-        let l = "[   40.1]     # dma24-0: mmio_read_ns=14250 reads=200 (readl of REG_MAGIC, mean)";
-        assert_eq!(parse_driver_mmio(l), Some((14250.0, 200)));
-        assert_eq!(parse_driver_mmio("mmio_read_ns=7"), Some((7.0, 0)));
-        assert_eq!(parse_driver_mmio("mmio_read_ns=x"), None);
-        assert_eq!(parse_driver_mmio("nothing"), None);
-        let mut r = Report::default();
-        r.rows.push(row("mmio", "a", ""));
-        r.rows.push(row("dma", "b", ""));
-        r.driver_mmio_read = Some((14250.0, 200));
-        driver_mmio_row(&mut r, true);
-        assert_eq!(r.rows[1].part, "mmio");
-        assert_eq!(r.rows[1].value, Some(14.25));
-        let mut r = Report::default();
-        driver_mmio_row(&mut r, false);
-        assert!(r.rows[0].shown.starts_with("not measured"));
     }
 }

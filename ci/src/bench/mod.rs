@@ -18,13 +18,20 @@
 //! - `dma`: `cargo bench -p device-model --bench dma` (engine against memcpy,
 //!   trace off/on, START to idle) and, when dmalab can attach the device, the
 //!   end-to-end transfer rate of the guest's `dma24-tool selftest`.
+//! - `trace`: `cargo bench -p trace-report --bench report`: the HTML report
+//!   and the Chrome export of a generated million-record trace, next to
+//!   `trace summary` of the same file.
+//!
+//! Each part returns its own result; this file assembles the report.
 
 mod analysis;
 mod boot;
 mod console;
 mod criterion;
 mod dma;
+mod guest;
 mod initcall;
+mod inputs;
 mod machine;
 mod memory;
 mod mmio;
@@ -33,91 +40,59 @@ mod report;
 mod stats;
 mod table;
 mod tiny_kernel;
+mod trace;
 mod vmm;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
+use ci::build;
 use ci::guest::cache_dir;
+use thiserror::Error;
 
-use crate::{demo, images};
-
-use self::boot::boot_part;
-use self::dma::dma_part;
-use self::initcall::initcall_part;
+use self::boot::{boot_part, BootPart};
+use self::dma::{dma_part, DmaPart};
+use self::initcall::{initcall_part, InitcallPart};
+use self::inputs::{progress, Inputs};
 use self::machine::{loadavg, machine};
-use self::mmio::{driver_mmio_row, mmio_part};
-use self::options::{parse_options, Options, Part, USAGE};
+use self::mmio::{mmio_part, MmioPart};
+use self::options::{parse_options, Part, USAGE};
 use self::report::{print_report, Report};
+use self::table::row;
+use self::trace::{trace_part, TracePart};
 
-/// Console line the initramfs prints once `insmod dmalab.ko` succeeded.
-pub const DRIVER_READY: &str = "dmalab-init: insmod dmalab ok";
-
-/// Guest RAM and vCPUs of every boot (dmalab's defaults).
-const MEM_MIB: u64 = 128;
-
-const VCPUS: u32 = 1;
-
-/// Added to dmalab's default command line for both VMMs: the DMA-API debug
-/// table demo.rs uses, no self-test after the driver loads (the boot
-/// benchmark stops at driver-ready; the init still reboots at once), and no
-/// KUnit run inside `insmod` (the module carries the driver's suites; they
-/// are tests, not driver start-up: 7 s on PVM).
-const BOOT_EXTRA: &str = "dmalab.run=none kunit.enable=0";
-
-/// QEMU only: on PVM hosts the kernel's int3 self-test cannot be emulated;
-/// dmalab completes it by injecting #BP, QEMU cannot, so the patched kernel
-/// skips it (images/patches/0002-...).
-const QEMU_ONLY: &str = "no_int3_selftest";
-
-const QEMU_CPU: &str = "host,arch-capabilities=off";
-
-struct Ctx {
-    opts: Options,
-    out: PathBuf,
-    images: Result<PathBuf, String>,
-    dmalab: Result<PathBuf, String>,
-    report: Report,
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Options(String),
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot encode the report: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
-impl Ctx {
-    /// The images folder and dmalab binary a boot needs; when either is
-    /// missing, records `metric` as not measured (and why) and returns None.
-    fn guest_artifacts(
-        &mut self,
-        part: &str,
-        metric: &str,
-        how: &str,
-    ) -> Option<(PathBuf, PathBuf)> {
-        match (&self.images, &self.dmalab) {
-            (Ok(i), Ok(d)) => Some((i.clone(), d.clone())),
-            (Err(e), _) | (_, Err(e)) => {
-                let why = format!("no images or no dmalab: {e}");
-                self.report
-                    .rows
-                    .push(table::row(part, metric, how).not_measured(&why));
-                None
-            }
-        }
-    }
-}
-
-fn progress(msg: &str) {
-    eprintln!("bench: {msg}");
-}
-
-pub fn run(args: &[String]) -> Result<(), String> {
+pub fn run(args: &[String]) -> Result<(), BenchError> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return Ok(());
     }
     let out = cache_dir().join("bench");
-    let opts = parse_options(args, out.join("latest.json"))?;
+    let opts = parse_options(args, out.join("latest.json")).map_err(BenchError::Options)?;
     let started = Instant::now();
     // Logs of this run only (a part skipped now must not leave an old log).
     let _ = std::fs::remove_dir_all(out.join("logs"));
-    std::fs::create_dir_all(out.join("logs"))
-        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::fs::create_dir_all(out.join("logs")).map_err(|source| BenchError::CreateDir {
+        path: out.display().to_string(),
+        source,
+    })?;
     progress(&format!(
         "parts {:?}, {} boot(s) per VMM{}; logs in {}",
         opts.parts,
@@ -131,29 +106,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .any(|p| matches!(p, Part::Boot | Part::Initcall | Part::Dma));
     let (images, dmalab) = if needs_guest {
         progress("guest images (images/build.sh; cached after the first time)");
-        let images = images::build();
+        let images = build::images().map_err(|e| e.to_string());
         progress("dmalab (cargo build --release -p vmm)");
-        let dmalab = demo::build_dmalab();
+        let dmalab = build::dmalab().map_err(|e| e.to_string());
         (images, dmalab)
     } else {
         (Err("not needed".into()), Err("not needed".into()))
     };
-    let mut ctx = Ctx {
-        report: Report {
-            machine: machine(),
-            options: Some(opts.clone()),
-            ..Report::default()
-        },
+    let inputs = Inputs {
         opts,
         out,
         images,
         dmalab,
     };
-    if let Ok(dir) = &ctx.images {
-        ctx.report.machine.images = images_summary(dir);
+    let mut report = Report {
+        machine: machine(),
+        options: Some(inputs.opts.clone()),
+        ..Report::default()
+    };
+    if let Ok(dir) = &inputs.images {
+        report.machine.images = images_summary(dir);
     }
-    if ctx
-        .report
+    if report
         .machine
         .loadavg_start
         .split(' ')
@@ -161,38 +135,113 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .and_then(|l| l.parse::<f64>().ok())
         > Some(1.0)
     {
-        ctx.report.notes.push(format!(
+        report.notes.push(format!(
             "the machine was busy when the bench started (load average {}): timings are noisy",
-            ctx.report.machine.loadavg_start
+            report.machine.loadavg_start
         ));
     }
-    let parts = ctx.opts.parts.clone();
+    let parts = &inputs.opts.parts;
     if parts.contains(&Part::Boot) {
-        boot_part(&mut ctx);
+        add_boot(&mut report, boot_part(&inputs));
     }
     if parts.contains(&Part::Initcall) {
-        initcall_part(&mut ctx);
+        add_initcall(&mut report, initcall_part(&inputs));
     }
     if parts.contains(&Part::Mmio) {
-        mmio_part(&mut ctx);
+        add_mmio(&mut report, mmio_part(&inputs));
     }
     if parts.contains(&Part::Dma) {
-        dma_part(&mut ctx);
+        add_dma(&mut report, dma_part(&inputs));
     }
     if parts.contains(&Part::Mmio) || parts.contains(&Part::Dma) {
-        driver_mmio_row(&mut ctx.report, parts.contains(&Part::Dma));
+        driver_mmio_row(&mut report, parts.contains(&Part::Dma));
     }
-    ctx.report.machine.loadavg_end = loadavg();
-    ctx.report.duration_s = started.elapsed().as_secs_f64();
-    print_report(&ctx.report);
-    let json = serde_json::to_string_pretty(&ctx.report).map_err(|e| e.to_string())?;
-    if let Some(dir) = ctx.opts.json.parent() {
+    if parts.contains(&Part::Trace) {
+        add_trace(&mut report, trace_part(&inputs));
+    }
+    report.machine.loadavg_end = loadavg();
+    report.duration_s = started.elapsed().as_secs_f64();
+    print_report(&report);
+    let json = serde_json::to_string_pretty(&report)?;
+    let path = &inputs.opts.json;
+    if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    std::fs::write(&ctx.opts.json, json + "\n")
-        .map_err(|e| format!("cannot write {}: {e}", ctx.opts.json.display()))?;
-    println!("JSON: {}", ctx.opts.json.display());
+    std::fs::write(path, json + "\n").map_err(|source| BenchError::Write {
+        path: path.display().to_string(),
+        source,
+    })?;
+    println!("JSON: {}", path.display());
     Ok(())
+}
+
+fn add_boot(report: &mut Report, part: BootPart) {
+    report.rows.extend(part.rows);
+    report.notes.extend(part.notes);
+    report.boots.extend(part.boots);
+    report.phases = part.phases;
+    if let Some(v) = part.qemu_version {
+        report.machine.qemu = v;
+    }
+    report.qemu_command = part.qemu_command;
+    report.dmalab_cmdline = part.dmalab_cmdline;
+}
+
+fn add_initcall(report: &mut Report, part: InitcallPart) {
+    report.rows.extend(part.rows);
+    report.notes.extend(part.notes);
+    report.initcalls_top10 = part.top10;
+    report.initcall_boot = part.boot;
+}
+
+fn add_mmio(report: &mut Report, part: MmioPart) {
+    report.rows.extend(part.rows);
+    report.criterion.extend(part.criterion);
+    report.mmio_guest = part.guest;
+}
+
+fn add_trace(report: &mut Report, part: TracePart) {
+    report.rows.extend(part.rows);
+    report.trace_report = part.run;
+}
+
+fn add_dma(report: &mut Report, part: DmaPart) {
+    report.rows.extend(part.rows);
+    report.notes.extend(part.notes);
+    report.criterion.extend(part.criterion);
+    report.e2e = part.e2e;
+    report.e2e_boot = part.e2e_boot;
+    report.driver_mmio_read = part.driver_mmio_read;
+}
+
+/// The register round trip as the Linux driver sees it, placed after the
+/// other MMIO rows.
+fn driver_mmio_row(report: &mut Report, dma_ran: bool) {
+    let r = row(
+        "mmio",
+        "register read round trip, from the Linux driver (per readl)",
+        "the driver's KUnit case register_read_round_trip (dmalab_probe suite, run by insmod in the end-to-end boot with the device): 200 readl() of REG_MAGIC timed with the guest's monotonic clock, mean per read",
+    );
+    let r = match report.driver_mmio_read {
+        Some((ns, reads)) => r.value(
+            ns / 1e3,
+            "µs",
+            format!("{:.1} µs (mean of {reads} reads, one boot)", ns / 1e3),
+        ),
+        None if !dma_ran => r.not_measured("it comes from the end-to-end boot: run with --only including dma"),
+        None => match &report.e2e_boot {
+            Some(b) if b.ok => r.not_measured(
+                "no 'mmio_read_ns=' line on the console (the driver's KUnit case register_read_round_trip did not run or print)",
+            ),
+            _ => r.not_measured("the end-to-end boot with the device did not run or did not reach driver-ready"),
+        },
+    };
+    let at = report
+        .rows
+        .iter()
+        .rposition(|row| row.part == "mmio")
+        .map_or(report.rows.len(), |i| i + 1);
+    report.rows.insert(at, r);
 }
 
 /// The images folder, its cache keys and the sizes that set boot time.
@@ -215,4 +264,23 @@ fn images_summary(dir: &Path) -> String {
         size("initramfs.cpio"),
         size("dmalab.ko")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_mmio_row_follows_the_mmio_rows() {
+        let mut r = Report::default();
+        r.rows.push(row("mmio", "a", ""));
+        r.rows.push(row("dma", "b", ""));
+        r.driver_mmio_read = Some((14250.0, 200));
+        driver_mmio_row(&mut r, true);
+        assert_eq!(r.rows[1].part, "mmio");
+        assert_eq!(r.rows[1].value, Some(14.25));
+        let mut r = Report::default();
+        driver_mmio_row(&mut r, false);
+        assert!(r.rows[0].shown.starts_with("not measured"));
+    }
 }

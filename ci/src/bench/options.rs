@@ -11,10 +11,17 @@ pub enum Part {
     Initcall,
     Mmio,
     Dma,
+    Trace,
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Boot, Part::Initcall, Part::Mmio, Part::Dma];
+    const ALL: [Part; 5] = [
+        Part::Boot,
+        Part::Initcall,
+        Part::Mmio,
+        Part::Dma,
+        Part::Trace,
+    ];
 
     fn parse(s: &str) -> Option<Part> {
         match s {
@@ -22,6 +29,7 @@ impl Part {
             "initcall" | "initcalls" => Some(Part::Initcall),
             "mmio" => Some(Part::Mmio),
             "dma" => Some(Part::Dma),
+            "trace" => Some(Part::Trace),
             _ => None,
         }
     }
@@ -42,7 +50,7 @@ usage: cargo xtask bench [--runs N] [--quick] [--json PATH] [--only PARTS] [--no
   --runs N       boots per VMM (default 3; --quick: 1)
   --quick        one boot each, no initcall_debug boot, short criterion runs
   --json PATH    where to write the results (default ~/.cache/dmalab/bench/latest.json)
-  --only PARTS   comma list of boot,initcall,mmio,dma (default: all)
+  --only PARTS   comma list of boot,initcall,mmio,dma,trace (default: all)
   --no-qemu      boot dmalab only";
 
 pub fn parse_options(args: &[String], default_json: PathBuf) -> Result<Options, String> {
@@ -78,7 +86,7 @@ pub fn parse_options(args: &[String], default_json: PathBuf) -> Result<Options, 
                 let mut parts = Vec::new();
                 for p in v.split(',').filter(|p| !p.is_empty()) {
                     parts.push(Part::parse(p).ok_or_else(|| {
-                        format!("--only: unknown part {p:?} (boot, initcall, mmio, dma)")
+                        format!("--only: unknown part {p:?} (boot, initcall, mmio, dma, trace)")
                     })?);
                 }
                 parts.sort();

@@ -7,12 +7,13 @@ use serde::Serialize;
 use super::analysis::{Boot, Phase};
 use super::criterion::Estimate;
 use super::dma::E2eCase;
+use super::guest::DRIVER_READY;
 use super::initcall::Initcall;
 use super::machine::Machine;
 use super::mmio::MmioGuest;
 use super::options::Options;
 use super::table::{fmt_ns, render_table, Row};
-use super::DRIVER_READY;
+use super::trace::TraceReportRun;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -32,6 +33,7 @@ pub struct Report {
     pub e2e_boot: Option<Boot>,
     /// From the driver's KUnit case in the end-to-end boot: (ns per readl, reads).
     pub driver_mmio_read: Option<(f64, u64)>,
+    pub trace_report: Option<TraceReportRun>,
     pub notes: Vec<String>,
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use super::console::log_number;
-use super::MEM_MIB;
+use super::guest::MEM_MIB;
 
 /// A minimal PVH kernel: an x86-64 ELF with one PT_LOAD at 1 MiB and a
 /// `XEN_ELFNOTE_PHYS32_ENTRY` note, entered in 32-bit protected mode, whose
@@ -12,14 +12,15 @@ use super::MEM_MIB;
 /// hlt`). Booting it measures the VMM's own start-up, without the copy of a
 /// real kernel and initrd into guest RAM.
 pub fn tiny_pvh_elf() -> Vec<u8> {
-    const BASE: u64 = 0x10_0000;
+    const BASE32: u32 = 0x10_0000;
+    const BASE: u64 = BASE32 as u64;
     let code: &[u8] = &[0xb0, 0x00, 0xe6, 0xf4, 0xf4, 0xeb, 0xfe];
     let mut note = Vec::new();
     note.extend_from_slice(&4u32.to_le_bytes()); // name size
     note.extend_from_slice(&4u32.to_le_bytes()); // desc size
     note.extend_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
     note.extend_from_slice(b"Xen\0");
-    note.extend_from_slice(&(BASE as u32).to_le_bytes());
+    note.extend_from_slice(&BASE32.to_le_bytes());
     let code_off = 64 + 2 * 56u64;
     let note_off = code_off + code.len() as u64;
     let mut v = vec![0u8; 64];

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::guest::{DRIVER_READY, MEM_MIB, QEMU_CPU, VCPUS};
 use super::memory::{sample_memory, MemSample};
-use super::{DRIVER_READY, MEM_MIB, QEMU_CPU, VCPUS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

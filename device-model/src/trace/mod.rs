@@ -11,8 +11,11 @@
 //! the queue is full a record is dropped and counted, and the count is in the
 //! footer (and sequence numbers have a gap where it was).
 
+pub mod read;
 mod sink;
 pub mod summary;
+#[cfg(test)]
+mod testdata;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use read::{read, Completeness, ReadError, Record, Trace, TraceReader};
 pub use sink::{TraceError, TraceOptions, TraceSink, TraceStats, DEFAULT_QUEUE_CAPACITY};
 
 use crate::outcome::{Direction, Outcome};
@@ -54,15 +58,36 @@ impl Serialize for Hex {
     }
 }
 
+/// Parses hex text without allocating (a trace has millions of these).
+struct HexVisitor {
+    prefixed: bool,
+}
+
+impl de::Visitor<'_> for HexVisitor {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.prefixed {
+            "a 0x-prefixed hex string"
+        } else {
+            "a hex string"
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<u64, E> {
+        let digits = if self.prefixed {
+            s.strip_prefix("0x")
+                .ok_or_else(|| E::custom("expected 0x..."))?
+        } else {
+            s
+        };
+        u64::from_str_radix(digits, 16).map_err(E::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for Hex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let digits = s
-            .strip_prefix("0x")
-            .ok_or_else(|| de::Error::custom("expected 0x..."))?;
-        u64::from_str_radix(digits, 16)
-            .map(Hex)
-            .map_err(de::Error::custom)
+        d.deserialize_str(HexVisitor { prefixed: true }).map(Hex)
     }
 }
 
@@ -78,10 +103,8 @@ impl Serialize for HashHex {
 
 impl<'de> Deserialize<'de> for HashHex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        u64::from_str_radix(&s, 16)
+        d.deserialize_str(HexVisitor { prefixed: false })
             .map(HashHex)
-            .map_err(de::Error::custom)
     }
 }
 
@@ -185,6 +208,20 @@ pub struct TraceHeader {
     pub devmem_size: u64,
     pub hash: String,
     pub queue_capacity: usize,
+    /// Where the VMM put guest RAM and the PCI MMIO window (for pictures of
+    /// the trace); absent when the host did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryLayout>,
+}
+
+/// The guest's physical address map as the host laid it out, in bus
+/// addresses (dma24 sees guest-physical addresses: no IOMMU).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryLayout {
+    /// Guest RAM, `[start, end)` ranges in address order.
+    pub ram: Vec<[Hex; 2]>,
+    /// The window PCI memory BARs are placed in, `[start, end)`.
+    pub mmio_window: Option<[Hex; 2]>,
 }
 
 /// The last line of a complete trace.

@@ -1,7 +1,7 @@
 //! The trace writer: a bounded queue drained by a thread of its own.
 //!
-//! Cost on the device side is one uncontended lock, an `Instant::now()` and a
-//! push. Waking the writer needs a futex syscall, so the device only wakes it
+//! Cost on the device side is one lock (shared with the writer, which holds
+//! it only to swap the whole batch out), an `Instant::now()` and a push. Waking the writer needs a futex syscall, so the device only wakes it
 //! when it sleeps with nothing to do, or when the queue passes a high-water
 //! mark while it lingers; the rest of the time the writer picks up batches by
 //! itself every `LINGER`.
@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::{DmaEvent, DmaLine, Hex, TraceFooter, TraceHeader, HASH_NAME, TRACE_VERSION};
+use super::{
+    DmaEvent, DmaLine, Hex, MemoryLayout, TraceFooter, TraceHeader, HASH_NAME, TRACE_VERSION,
+};
 use crate::options::Dma24Config;
 use crate::regs;
 
@@ -38,6 +40,9 @@ pub struct TraceOptions {
     /// the copy itself; without it the trace costs a few percent, and
     /// `hash` is null (the header says `"hash":"none"`).
     pub hash: bool,
+    /// The guest's address map, written in the header (the device model
+    /// does not know it; the VMM does).
+    pub memory: Option<MemoryLayout>,
 }
 
 impl Default for TraceOptions {
@@ -46,6 +51,7 @@ impl Default for TraceOptions {
             start: Instant::now(),
             capacity: DEFAULT_QUEUE_CAPACITY,
             hash: true,
+            memory: None,
         }
     }
 }
@@ -160,6 +166,7 @@ impl TraceSink {
             devmem_size: config.devmem_size,
             hash: if options.hash { HASH_NAME } else { "none" }.to_string(),
             queue_capacity: capacity,
+            memory: options.memory.clone(),
         };
         write_tagged(&mut out, "header", &header)
             .and_then(|()| out.flush())

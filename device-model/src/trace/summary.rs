@@ -4,31 +4,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
 
 use serde::Serialize;
-use thiserror::Error;
 
+use super::read::{read, Completeness, ReadError, Record, TraceReader};
 use super::{DmaRecord, Hex, TraceFooter, TraceHeader};
 use crate::outcome::{Direction, Outcome};
 
 /// How many faults the table lists before it says "... and N more" (the
 /// JSON form lists them all).
 const TABLE_FAULTS: usize = 50;
-
-#[derive(Debug, Error)]
-pub enum SummaryError {
-    #[error("cannot open trace file {path}: {source}")]
-    Open { path: String, source: io::Error },
-    #[error("cannot read trace line {line}: {source}")]
-    Read { line: usize, source: io::Error },
-    #[error("trace line {line} is not a valid record: {message}")]
-    Parse { line: usize, message: String },
-    #[error("not a dma24 trace: the first line is not a version-1 header")]
-    NotATrace,
-}
 
 /// One record that did not move bytes where the driver asked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -66,73 +53,76 @@ pub struct Summary {
 }
 
 /// Summarises the trace file at `path`.
-pub fn summarize_file(path: impl AsRef<Path>) -> Result<Summary, SummaryError> {
-    let file = File::open(path.as_ref()).map_err(|source| SummaryError::Open {
-        path: path.as_ref().display().to_string(),
-        source,
-    })?;
-    summarize(BufReader::new(file))
+pub fn summarize_file(path: impl AsRef<Path>) -> Result<Summary, ReadError> {
+    summarize_records(read(path)?)
 }
 
 /// Summarises a trace read from `input`.
-pub fn summarize(input: impl BufRead) -> Result<Summary, SummaryError> {
-    let mut s = Summary::default();
-    let mut transfers = BTreeSet::new();
-    let mut last_seq = 0u64;
-    for (i, line) in input.lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|source| SummaryError::Read { line: n, source })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parse_err = |e: serde_json::Error| SummaryError::Parse {
-            line: n,
-            message: e.to_string(),
-        };
-        let value: serde_json::Value = serde_json::from_str(&line).map_err(parse_err)?;
-        let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        match (n, kind) {
-            (1, "header") => {
-                let h: TraceHeader = serde_json::from_value(value).map_err(parse_err)?;
-                if h.version != super::TRACE_VERSION {
-                    return Err(SummaryError::NotATrace);
-                }
-                s.header = Some(h);
-            }
-            (1, _) => return Err(SummaryError::NotATrace),
-            (_, "dma") => {
-                let r: DmaRecord = serde_json::from_value(value).map_err(parse_err)?;
-                s.seq_gaps = s
-                    .seq_gaps
-                    .saturating_add(r.seq.saturating_sub(last_seq.saturating_add(1)));
-                last_seq = last_seq.max(r.seq);
-                transfers.insert(r.transfer);
-                s.add(&r);
-            }
-            (_, "footer") => {
-                let f: TraceFooter = serde_json::from_value(value).map_err(parse_err)?;
-                s.footer = Some(f);
-            }
-            (_, other) => {
-                return Err(SummaryError::Parse {
-                    line: n,
-                    message: format!("unknown record type `{other}`"),
-                })
-            }
+pub fn summarize(input: impl BufRead) -> Result<Summary, ReadError> {
+    summarize_records(TraceReader::new(input)?)
+}
+
+/// Summarises what `reader` yields, stopping at the first bad line.
+pub fn summarize_records<R: BufRead>(mut reader: TraceReader<R>) -> Result<Summary, ReadError> {
+    let mut s = Summary::new(reader.header().clone());
+    let mut acc = Accumulator::default();
+    for record in reader.by_ref() {
+        if let Record::Dma(r) = record? {
+            acc.add(&mut s, &r);
         }
     }
-    if s.header.is_none() {
-        return Err(SummaryError::NotATrace);
-    }
-    // Drops after the last written record leave no gap; the footer has them.
-    if let Some(f) = s.footer {
-        s.seq_gaps = s.seq_gaps.max(f.dropped);
-    }
-    s.transfers = transfers.len() as u64;
+    s.footer = reader.footer();
+    s.finish(acc);
     Ok(s)
 }
 
+/// What a summary needs while records stream past that it does not keep.
+#[derive(Default)]
+pub struct Accumulator {
+    transfers: BTreeSet<u64>,
+    last_seq: u64,
+}
+
+impl Accumulator {
+    /// Counts one record into `s`.
+    pub fn add(&mut self, s: &mut Summary, r: &DmaRecord) {
+        s.seq_gaps = s
+            .seq_gaps
+            .saturating_add(r.seq.saturating_sub(self.last_seq.saturating_add(1)));
+        self.last_seq = self.last_seq.max(r.seq);
+        self.transfers.insert(r.transfer);
+        s.add(r);
+    }
+}
+
 impl Summary {
+    /// An empty summary of a trace with this header.
+    pub fn new(header: TraceHeader) -> Self {
+        Summary {
+            header: Some(header),
+            ..Summary::default()
+        }
+    }
+
+    /// Completes the figures once every record was added.
+    pub fn finish(&mut self, acc: Accumulator) {
+        // Drops after the last written record leave no gap; the footer has them.
+        if let Some(f) = self.footer {
+            self.seq_gaps = self.seq_gaps.max(f.dropped);
+        }
+        self.transfers = acc.transfers.len().try_into().unwrap_or(u64::MAX);
+    }
+
+    /// "complete: ..." or "incomplete: N records, no footer".
+    pub fn completeness(&self) -> Completeness {
+        match self.footer {
+            Some(f) => Completeness::Complete(f),
+            None => Completeness::Incomplete {
+                records: self.records,
+            },
+        }
+    }
+
     fn add(&mut self, r: &DmaRecord) {
         self.records += 1;
         *self.by_outcome.entry(r.outcome).or_default() += 1;
@@ -190,16 +180,14 @@ impl Summary {
                 h.devmem_size / 1024
             );
         }
-        match self.footer {
-            Some(f) => {
-                let _ = writeln!(
-                    o,
-                    "complete: {} records written, {} dropped",
-                    f.records, f.dropped
-                );
-            }
-            None => o.push_str("INCOMPLETE: no footer (the VMM did not finish the trace)\n"),
-        }
+        let _ = match self.footer {
+            Some(_) => writeln!(o, "{}", self.completeness()),
+            None => writeln!(
+                o,
+                "{} (the VMM did not finish the trace)",
+                self.completeness()
+            ),
+        };
         if self.seq_gaps > 0 {
             let _ = writeln!(o, "WARNING: {} records missing (queue full)", self.seq_gaps);
         }
@@ -260,17 +248,11 @@ impl Summary {
 mod tests {
     use super::*;
 
-    const TRACE: &str = r#"{"type":"header","version":1,"bdf":"0000:00:01.0","vendor_id":"0x1234","device_id":"0xd024","mask_bits":24,"mask":"0xffffff","overflow":"reject","devmem_size":65536,"hash":"xxh3_64","queue_capacity":65536}
-{"type":"dma","seq":1,"t_ns":10,"bdf":"0000:00:01.0","transfer":1,"segment":0,"dir":"to_device","requested_addr":"0x1000","effective_addr":"0x1000","len":4096,"dev_offset":0,"mask_bits":24,"outcome":"ok","error":0,"hash":"0123456789abcdef"}
-{"type":"dma","seq":2,"t_ns":20,"bdf":"0000:00:01.0","transfer":2,"segment":0,"dir":"from_device","requested_addr":"0x1000000","effective_addr":null,"len":512,"dev_offset":0,"mask_bits":24,"outcome":"rejected_mask","error":1,"hash":null}
-{"type":"dma","seq":4,"t_ns":30,"bdf":"0000:00:01.0","transfer":3,"segment":0,"dir":"descriptor_fetch","requested_addr":"0x2000","effective_addr":"0x2000","len":16,"dev_offset":0,"mask_bits":24,"outcome":"ok","error":0,"hash":"0000000000000001"}
-{"type":"dma","seq":5,"t_ns":40,"bdf":"0000:00:01.0","transfer":3,"segment":1,"dir":"from_device","requested_addr":"0x3000","effective_addr":"0x3000","len":100,"dev_offset":0,"mask_bits":24,"outcome":"ok","error":0,"hash":"0000000000000002"}
-{"type":"footer","records":4,"dropped":1,"t_ns":50}
-"#;
+    use crate::trace::testdata::{trace_text, HEADER, RECORDS};
 
     #[test]
     fn counts_and_faults() {
-        let s = summarize(TRACE.as_bytes()).unwrap();
+        let s = summarize(trace_text().as_bytes()).unwrap();
         assert_eq!(s.records, 4);
         assert_eq!(s.transfers, 3);
         assert_eq!(s.bytes_to_device, 4096);
@@ -296,34 +278,34 @@ mod tests {
 
     #[test]
     fn incomplete_trace_is_flagged() {
-        let cut: String = TRACE.lines().take(3).map(|l| format!("{l}\n")).collect();
+        let cut: String = trace_text()
+            .lines()
+            .take(3)
+            .map(|l| format!("{l}\n"))
+            .collect();
         let s = summarize(cut.as_bytes()).unwrap();
         assert!(s.footer.is_none());
-        assert!(s.render_table().contains("INCOMPLETE"));
+        let table = s.render_table();
+        assert!(
+            table.contains("incomplete: 2 records, no footer"),
+            "{table}"
+        );
     }
 
     #[test]
     fn bad_input() {
-        assert!(matches!(
-            summarize("".as_bytes()),
-            Err(SummaryError::NotATrace)
-        ));
+        assert!(matches!(summarize("".as_bytes()), Err(ReadError::Empty)));
         assert!(matches!(
             summarize("{\"type\":\"dma\"}\n".as_bytes()),
-            Err(SummaryError::NotATrace)
+            Err(ReadError::MissingHeader { .. })
         ));
-        let bad = format!("{}\nnot json\n", TRACE.lines().next().unwrap());
+        let bad = format!("{HEADER}\nnot json\n");
         let err = summarize(bad.as_bytes()).unwrap_err();
-        assert!(matches!(err, SummaryError::Parse { line: 2, .. }), "{err}");
+        assert!(matches!(err, ReadError::Parse { line: 2, .. }), "{err}");
         // Extreme values do not overflow.
-        let header = TRACE.lines().next().unwrap();
-        let rec = TRACE
-            .lines()
-            .nth(1)
-            .unwrap()
-            .replace("\"seq\":1", "\"seq\":18446744073709551615");
+        let rec = RECORDS[0].replace("\"seq\":1", "\"seq\":18446744073709551615");
         let rec = rec.replace("\"len\":4096", "\"len\":18446744073709551615");
-        let s = summarize(format!("{header}\n{rec}\n{rec}\n").as_bytes()).unwrap();
+        let s = summarize(format!("{HEADER}\n{rec}\n{rec}\n").as_bytes()).unwrap();
         assert_eq!(s.bytes_to_device, u64::MAX);
         assert_eq!(s.seq_gaps, u64::MAX - 1);
         let err = summarize_file("/nonexistent/trace.jsonl").unwrap_err();

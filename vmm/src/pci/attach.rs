@@ -4,12 +4,16 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use device_model::{Dma24, Dma24Config, OptionsError, PciDevice, TraceError, TraceSink};
+use device_model::trace::{Hex, MemoryLayout};
+use device_model::{
+    Dma24, Dma24Config, OptionsError, PciDevice, TraceError, TraceOptions, TraceSink,
+};
 use kvm_ioctls::VmFd;
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
 use super::{IrqError, KvmInterrupts, PciError, PciRoot, DMA24_SLOT};
+use crate::memory;
 use crate::mptable::{PciIrqRoute, PCI_IRQ_BASE};
 
 /// The only device type `--device` knows.
@@ -50,9 +54,35 @@ pub fn parse_device_spec(spec: &str) -> Result<Dma24Config, AttachError> {
 }
 
 /// Opens the trace file; done before the VM exists so a bad path is a plain
-/// usage error, and its clock starts at VM creation.
-pub fn open_trace(path: &Path, config: &Dma24Config) -> Result<TraceSink, AttachError> {
-    Ok(TraceSink::create(path, config)?)
+/// usage error, and its clock starts at VM creation. The header records the
+/// guest's address map for `mem_size` bytes of RAM (for `trace view`).
+pub fn open_trace(
+    path: &Path,
+    config: &Dma24Config,
+    mem_size: u64,
+) -> Result<TraceSink, AttachError> {
+    let memory = MemoryLayout {
+        ram: memory::ram_ranges(mem_size)
+            .into_iter()
+            .map(|(start, len)| {
+                [
+                    Hex(start.0),
+                    Hex(start
+                        .0
+                        .saturating_add(u64::try_from(len).unwrap_or(u64::MAX))),
+                ]
+            })
+            .collect(),
+        mmio_window: Some([
+            Hex(memory::PCI_MMIO_WINDOW_START),
+            Hex(memory::PCI_MMIO_WINDOW_END),
+        ]),
+    };
+    let options = TraceOptions {
+        memory: Some(memory),
+        ..TraceOptions::default()
+    };
+    Ok(TraceSink::create_with(path, config, options)?)
 }
 
 /// A device on the bus.
@@ -118,7 +148,7 @@ mod tests {
     #[test]
     fn unwritable_trace_path_is_explained() {
         let c = parse_device_spec("dma24").unwrap();
-        let e = open_trace(Path::new("/nonexistent-dir/trace.jsonl"), &c)
+        let e = open_trace(Path::new("/nonexistent-dir/trace.jsonl"), &c, 128 << 20)
             .err()
             .expect("must fail")
             .to_string();

@@ -1,0 +1,24 @@
+//! How every bench boot is set up: the marker it waits for, the guest's size
+//! and the command-line additions (the same for dmalab and QEMU).
+
+/// Console line the initramfs prints once `insmod dmalab.ko` succeeded.
+pub const DRIVER_READY: &str = "dmalab-init: insmod dmalab ok";
+
+/// Guest RAM and vCPUs of every boot (dmalab's defaults).
+pub const MEM_MIB: u64 = 128;
+
+pub const VCPUS: u32 = 1;
+
+/// Added to dmalab's default command line for both VMMs: the DMA-API debug
+/// table the demo uses, no self-test after the driver loads (the boot
+/// benchmark stops at driver-ready; the init still reboots at once), and no
+/// KUnit run inside `insmod` (the module carries the driver's suites; they
+/// are tests, not driver start-up: 7 s on PVM).
+pub const BOOT_EXTRA: &str = "dmalab.run=none kunit.enable=0";
+
+/// QEMU only: on PVM hosts the kernel's int3 self-test cannot be emulated;
+/// dmalab completes it by injecting #BP, QEMU cannot, so the patched kernel
+/// skips it (images/patches/0002-...).
+pub const QEMU_ONLY: &str = "no_int3_selftest";
+
+pub const QEMU_CPU: &str = "host,arch-capabilities=off";

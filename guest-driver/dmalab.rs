@@ -16,6 +16,9 @@
 //! - `src/registry.rs`: the bound devices and module-wide objects.
 //! - `src/transfer.rs`: programming the engine, errors -> errnos.
 //! - `src/alloc_lab.rs`: the buffer sources and round trips.
+//! - `src/lab_virt.rs`, `src/lab_sizes.rs`, `src/lab_gfp.rs`: allocator lab
+//!   part 2 (private and stack buffers, size classes, GFP context), with
+//!   their ioctls in `src/lab_ioctl.rs`.
 //! - `src/chardev.rs`: `/dev/dma24-N` and its ioctls.
 //! - `src/zerocopy.rs`: user-page DMA and the mmap buffer's transfers;
 //!   `src/mmap_buf.rs` (the ZONE_DMA pages user space maps) and
@@ -35,6 +38,18 @@ mod debugfs_files;
 mod dma_raw;
 #[path = "src/dma_sg.rs"]
 mod dma_sg;
+// Shared with the guest tool, `pub` there.
+#[allow(unreachable_pub, dead_code)]
+#[path = "src/lab_abi.rs"]
+mod lab_abi;
+#[path = "src/lab_gfp.rs"]
+mod lab_gfp;
+#[path = "src/lab_ioctl.rs"]
+mod lab_ioctl;
+#[path = "src/lab_sizes.rs"]
+mod lab_sizes;
+#[path = "src/lab_virt.rs"]
+mod lab_virt;
 // Shared with the guest tool, which exports it: `pub` there.
 #[allow(unreachable_pub)]
 #[path = "src/pattern.rs"]
@@ -78,7 +93,8 @@ module! {
             default: 0,
             description: "Initial buffer source for read()/write(): 0 kmalloc GFP_DMA, \
                           1 kmalloc GFP_KERNEL, 2 kzalloc, 3 kmem_cache SLAB_CACHE_DMA, \
-                          4 __get_free_pages GFP_DMA, 5 vmalloc (SG), 6 ZONE_DMA pages (SG)",
+                          4 __get_free_pages GFP_DMA, 5 vmalloc (SG), 6 ZONE_DMA pages (SG), \
+                          7 dma_alloc_coherent, 8 static buffer, 9 stack buffer",
         },
         timeout_ms: u32 {
             default: 2000,

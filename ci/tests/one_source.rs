@@ -17,6 +17,8 @@ const REGISTER_MAP: &str = "device-model/src/regs.rs";
 const DRIVER_REGS: &str = "guest-driver/src/regs.rs";
 /// The test pattern.
 const PATTERN: &str = "guest-driver/src/pattern.rs";
+/// The allocator lab's user-space ABI (module and tool).
+const LAB_ABI: &str = "guest-driver/src/lab_abi.rs";
 
 /// Every `.rs` file under `dir` (no build output), sorted.
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
@@ -42,7 +44,11 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 /// module and the tool, not the shared files) for which `hit` is true.
 fn driver_lines(hit: impl Fn(&str) -> bool) -> Vec<String> {
     let root = ci::workspace_root();
-    let shared = [root.join(DRIVER_REGS), root.join(PATTERN)];
+    let shared = [
+        root.join(DRIVER_REGS),
+        root.join(PATTERN),
+        root.join(LAB_ABI),
+    ];
     let mut found = Vec::new();
     for file in rust_files(&root.join("guest-driver")) {
         if shared.contains(&file) {
@@ -157,9 +163,34 @@ fn the_pattern_formula_exists_once() {
 }
 
 #[test]
+fn the_lab_abi_exists_once() {
+    // The module and the tool compile the same file; neither spells the
+    // lab's ioctl numbers or allocator names itself.
+    let root = ci::workspace_root();
+    let tool = fs::read_to_string(root.join("guest-driver/tool/src/lab.rs")).unwrap();
+    assert_eq!(
+        path_attributes(&tool),
+        ["../../src/lab_abi.rs"],
+        "the tool's lab ABI module"
+    );
+    let module = fs::read_to_string(root.join("guest-driver/dmalab.rs")).unwrap();
+    assert!(path_attributes(&module).contains(&"src/lab_abi.rs".to_string()));
+    let copies = driver_lines(|l| {
+        !l.starts_with("//")
+            && (l.contains("0xc030_d220")
+                || l.contains("0x8010_d221")
+                || l.contains("\"static-buffer\""))
+    });
+    assert!(
+        copies.is_empty(),
+        "lab ABI defined outside {LAB_ABI}: {copies:?}"
+    );
+}
+
+#[test]
 fn shared_files_compile_in_a_no_std_crate_with_nothing_else() {
     let root = ci::workspace_root();
-    for file in [REGISTER_MAP, PATTERN] {
+    for file in [REGISTER_MAP, PATTERN, LAB_ABI] {
         let text = fs::read_to_string(root.join(file)).unwrap();
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap().trim();
@@ -179,9 +210,11 @@ fn shared_files_compile_in_a_no_std_crate_with_nothing_else() {
         &lib,
         format!(
             "#![no_std]\n#![deny(warnings)]\n#[path = {:?}]\npub mod regs;\n#[path = {:?}]\npub mod pattern;\n\
-             pub const CHECK: (&str, u8) = (regs::err_name(regs::ERR_MASK), pattern::byte(0, 0));\n",
+             #[path = {:?}]\npub mod lab_abi;\n\
+             pub const CHECK: (&str, u8, &str) = (regs::err_name(regs::ERR_MASK), pattern::byte(0, 0), lab_abi::zone_name(0));\n",
             root.join(REGISTER_MAP),
-            root.join(PATTERN)
+            root.join(PATTERN),
+            root.join(LAB_ABI)
         ),
     )
     .unwrap();

@@ -7,13 +7,17 @@
 //! README.md ("Allocator lab").
 
 use crate::{
-    dma_raw::{KBuf, SingleMap},
+    dma_raw::{virt_to_phys, KBuf, SingleMap},
     dma_sg::{SgBuf, SgMap},
     pattern,
     state::{bump, DevCounters, ErrorSource, LastError},
     transfer::{Dir, Live, CHUNK},
 };
-use kernel::{io::Io, prelude::*};
+use kernel::{
+    dma::{Coherent, CoherentBox},
+    io::Io,
+    prelude::*,
+};
 
 /// A buffer source. The numbers are the user-space ABI (`DMA24_ALLOC_*`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -34,11 +38,23 @@ pub(crate) enum Allocator {
     /// Single pages from `alloc_pages(GFP_KERNEL | GFP_DMA, 0)` in a
     /// scatter-gather table, one descriptor per page.
     SgPagesDma = 6,
+    /// `dma_alloc_coherent()`: the DMA API allocates below the device's
+    /// coherent mask itself; no mapping, no syncs.
+    Coherent = 7,
+    /// The driver's private `static` 800-byte buffer (module memory, or the
+    /// kernel image's data when built in): never handed to the device.
+    StaticBuffer = 8,
+    /// An 800-byte buffer on the kernel stack (vmalloc memory with
+    /// `CONFIG_VMAP_STACK`): never handed to the device.
+    StackBuffer = 9,
 }
+
+// `name()` indexes the ABI's names by number.
+const _: () = assert!(Allocator::ALL.len() == crate::lab_abi::ALLOCATOR_NAMES.len());
 
 impl Allocator {
     /// Every allocator, in ABI order.
-    pub(crate) const ALL: [Allocator; 7] = [
+    pub(crate) const ALL: [Allocator; 10] = [
         Allocator::KmallocDma,
         Allocator::KmallocKernel,
         Allocator::Kzalloc,
@@ -46,23 +62,31 @@ impl Allocator {
         Allocator::PagesDma,
         Allocator::Vmalloc,
         Allocator::SgPagesDma,
+        Allocator::Coherent,
+        Allocator::StaticBuffer,
+        Allocator::StackBuffer,
     ];
+
+    /// The allocators `DMA24_IOC_SELFTEST` runs (its arrays have 8 slots):
+    /// the first eight, the ones that allocate.
+    pub(crate) const SELFTEST: [Allocator; 8] = {
+        let mut first = [Allocator::KmallocDma; 8];
+        let mut i = 0;
+        while i < first.len() {
+            first[i] = Self::ALL[i];
+            i += 1;
+        }
+        first
+    };
 
     pub(crate) fn from_u32(v: u32) -> Result<Self> {
         Self::ALL.get(usize::try_from(v)?).copied().ok_or(EINVAL)
     }
 
-    /// Short name, as shown in debugfs and the kernel log.
+    /// Short name, as shown in debugfs and the kernel log (the ABI's, in
+    /// `lab_abi.rs`).
     pub(crate) fn name(self) -> &'static str {
-        match self {
-            Allocator::KmallocDma => "kmalloc-dma",
-            Allocator::KmallocKernel => "kmalloc-kernel",
-            Allocator::Kzalloc => "kzalloc",
-            Allocator::KmemCacheDma => "kmem-cache-dma",
-            Allocator::PagesDma => "get-free-pages-dma",
-            Allocator::Vmalloc => "vmalloc",
-            Allocator::SgPagesDma => "sg-pages-dma",
-        }
+        crate::lab_abi::ALLOCATOR_NAMES[self as usize]
     }
 
     /// The allocation call it stands for.
@@ -75,6 +99,9 @@ impl Allocator {
             Allocator::PagesDma => "__get_free_pages(GFP_KERNEL | GFP_DMA)",
             Allocator::Vmalloc => "vmalloc()",
             Allocator::SgPagesDma => "alloc_pages(GFP_KERNEL | GFP_DMA, 0) x N",
+            Allocator::Coherent => "dma_alloc_coherent()",
+            Allocator::StaticBuffer => "static [u8; 800] in the driver",
+            Allocator::StackBuffer => "[u8; 800] on the kernel stack",
         }
     }
 
@@ -90,6 +117,28 @@ impl Allocator {
         )
     }
 
+    /// Its memory is below the device's mask by construction: ZONE_DMA for
+    /// a mask of 24 bits or more, or the coherent mask for coherent memory.
+    pub(crate) fn always_within_mask(self) -> bool {
+        self.zone_dma() || self == Allocator::Coherent
+    }
+
+    /// Not an allocation but a kernel virtual address the driver already has
+    /// (see [`crate::lab_virt`]): shown to the DMA API, never to the device.
+    pub(crate) fn is_virtual(self) -> bool {
+        matches!(self, Allocator::StaticBuffer | Allocator::StackBuffer)
+    }
+
+    /// Largest buffer the source gives: the private buffers are 800 bytes
+    /// (the texts' `static char buffer[800]`), the others one chunk.
+    pub(crate) fn max_len(self) -> usize {
+        if self.is_virtual() {
+            crate::lab_virt::VIRT_BUF_LEN
+        } else {
+            CHUNK
+        }
+    }
+
     /// Transfers through a scatter-gather table and descriptor mode.
     pub(crate) fn is_sg(self) -> bool {
         matches!(self, Allocator::Vmalloc | Allocator::SgPagesDma)
@@ -100,6 +149,7 @@ impl Allocator {
 pub(crate) enum LabBuf {
     Single(KBuf),
     Sg(SgBuf),
+    Coherent(Coherent<[u8]>),
 }
 
 impl LabBuf {
@@ -111,7 +161,15 @@ impl LabBuf {
         len: usize,
         sg_offset: usize,
     ) -> Result<Self> {
-        if len == 0 || len > CHUNK {
+        if len == 0 || len > alloc.max_len() {
+            dev_err!(
+                live.pdev,
+                "{}: {} bytes from {}: the limit of this source is 1..={} bytes\n",
+                live.dev.name,
+                len,
+                alloc.call(),
+                alloc.max_len()
+            );
             return Err(EINVAL);
         }
         Ok(match alloc {
@@ -125,6 +183,13 @@ impl LabBuf {
             Allocator::PagesDma => LabBuf::Single(KBuf::pages_dma(len)?),
             Allocator::Vmalloc => LabBuf::Sg(SgBuf::vmalloc(len)?),
             Allocator::SgPagesDma => LabBuf::Sg(SgBuf::zone_dma_pages(len, sg_offset)?),
+            // `dma_alloc_coherent(dev, len, &handle, GFP_KERNEL)`; dma-direct
+            // adds GFP_DMA itself when the coherent mask is below 32 bits.
+            Allocator::Coherent => {
+                LabBuf::Coherent(CoherentBox::<[u8]>::zeroed_slice(live.ddev, len, GFP_KERNEL)?.into())
+            }
+            // Never reached: `Mapping::new` hands these to `lab_virt` first.
+            Allocator::StaticBuffer | Allocator::StackBuffer => return Err(EINVAL),
         })
     }
 
@@ -132,6 +197,7 @@ impl LabBuf {
         match self {
             LabBuf::Single(b) => b.len(),
             LabBuf::Sg(b) => b.len(),
+            LabBuf::Coherent(b) => b.len(),
         }
     }
 
@@ -143,6 +209,10 @@ impl LabBuf {
                 (lo, lo + b.len() as u64 - 1)
             }
             LabBuf::Sg(b) => b.phys_range(),
+            LabBuf::Coherent(b) => {
+                let lo = virt_to_phys(b.as_ptr().cast());
+                (lo, lo + b.len() as u64 - 1)
+            }
         }
     }
 }
@@ -151,6 +221,8 @@ impl LabBuf {
 pub(crate) enum Mapping<'a> {
     Single(SingleMap<'a>),
     Sg(SgMap<'a>),
+    /// Coherent memory needs no mapping: the bus address came with it.
+    Coherent(Coherent<[u8]>),
 }
 
 impl<'a> Mapping<'a> {
@@ -167,6 +239,10 @@ impl<'a> Mapping<'a> {
         sg_offset: usize,
         dir: Dir,
     ) -> Result<Self> {
+        if alloc.is_virtual() {
+            // Always an error: these buffers never reach the device.
+            return crate::lab_virt::refuse(live, alloc, len, dir).result.and(Err(EIO));
+        }
         let buf = LabBuf::new(live, alloc, len, sg_offset);
         Self::from_buf(live, alloc, buf, dir)
     }
@@ -201,6 +277,7 @@ impl<'a> Mapping<'a> {
         let mapped = match buf {
             LabBuf::Single(b) => SingleMap::new(ddev, b, len, dir.dma()).map(Mapping::Single),
             LabBuf::Sg(b) => SgMap::new(ddev, b, dir.dma()).map(Mapping::Sg),
+            LabBuf::Coherent(b) => Ok(Mapping::Coherent(b)),
         };
         mapped.inspect_err(|e| {
             let mask = dev.info.dma_mask;
@@ -236,6 +313,12 @@ impl<'a> Mapping<'a> {
         match self {
             Mapping::Single(m) => live.dma_single(m, dev_offset, len, dir),
             Mapping::Sg(m) => live.dma_sg(m, dev_offset, len, dir),
+            Mapping::Coherent(c) => {
+                if len == 0 || len > c.len() {
+                    return Err(EINVAL);
+                }
+                live.dma_bus(c.dma_handle(), dev_offset, len, dir)
+            }
         }
     }
 
@@ -250,6 +333,14 @@ impl<'a> Mapping<'a> {
                 f(&mut bytes[..n]);
             }
             Mapping::Sg(m) => m.cpu(len, f),
+            Mapping::Coherent(c) => {
+                // SAFETY: the device only touches the buffer between START
+                // and completion, inside `dma()`, which needs `&mut self` as
+                // this does: no DMA is in flight, so this is the only access.
+                let bytes = unsafe { c.as_mut() };
+                let n = len.min(bytes.len());
+                f(&mut bytes[..n]);
+            }
         }
     }
 }
@@ -341,6 +432,12 @@ impl RoundTrip {
         seed: u8,
     ) -> Result {
         live.check_range(dev_offset, len)?;
+        if self.alloc.is_virtual() {
+            let v = crate::lab_virt::refuse(live, self.alloc, len, Dir::ToDevice);
+            (self.phys_lo, self.phys_hi) = (v.real_phys, v.real_phys + len as u64 - 1);
+            self.predicted_ok = false;
+            return v.result;
+        }
         let mut buf = LabBuf::new(live, self.alloc, len, sg_offset);
         if let Ok(b) = &mut buf {
             (self.phys_lo, self.phys_hi) = b.phys_range();

@@ -2,7 +2,9 @@
 
 //! `/sys/kernel/debug/dmalab/dma24-N/`: `info`, `counters`, `last_error`,
 //! `allocators` and `zerocopy`, one `key value` pair per line (`allocators`: one
-//! allocator per line, `*` marking the one read()/write() use).
+//! allocator per line, `*` marking the one read()/write() use), and
+//! `size_classes`, the allocator lab's measured table (one row per
+//! allocator and size, see `lab_sizes`).
 
 use crate::{
     alloc_lab::Allocator,
@@ -19,6 +21,7 @@ pub(crate) fn populate<'data, 'dir>(dev: &'data Arc<Dma24>, dir: &'dir ScopedDir
     dir.read_callback_file(c"last_error", dev, &last_error);
     dir.read_callback_file(c"allocators", dev, &allocators);
     dir.read_callback_file(c"zerocopy", dev, &zerocopy);
+    dir.read_callback_file(c"size_classes", dev, &size_classes);
 }
 
 fn zerocopy(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
@@ -26,6 +29,14 @@ fn zerocopy(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
         writeln!(f, "{key} {value}")?;
     }
     Ok(())
+}
+
+/// Measured on every read: each allocator x each size of the lab's table.
+fn size_classes(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
+    match dev.with_live(|live| Ok(crate::lab_sizes::write_table(live, f))) {
+        Ok(r) => r,
+        Err(e) => writeln!(f, "device unusable: {:?}", e),
+    }
 }
 
 fn info(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {

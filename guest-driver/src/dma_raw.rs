@@ -202,6 +202,11 @@ impl KBuf {
         self.len
     }
 
+    /// Address of the first byte.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
     /// Physical address of the first byte.
     pub(crate) fn phys_addr(&self) -> u64 {
         virt_to_phys(self.ptr.as_ptr())

@@ -301,14 +301,16 @@ impl<'a> Live<'a> {
         if len == 0 || len > map.len() {
             return Err(EINVAL);
         }
-        self.check_range(dev_offset, len)?;
         map.give_to_device();
-        let p = self.program(
-            map.dma_handle(),
-            u32::try_from(dev_offset)?,
-            u32::try_from(len)?,
-            CMD_START | dir.cmd(),
-        );
+        self.dma_bus(map.dma_handle(), dev_offset, len, dir)
+    }
+
+    /// Single-mode DMA of `len` bytes at bus address `handle` (a mapped or
+    /// coherent buffer the device owns now) to or from device memory at
+    /// `dev_offset`.
+    pub(crate) fn dma_bus(&mut self, handle: DmaAddress, dev_offset: usize, len: usize, dir: Dir) -> Result {
+        self.check_range(dev_offset, len)?;
+        let p = self.program(handle, u32::try_from(dev_offset)?, u32::try_from(len)?, CMD_START | dir.cmd());
         self.execute(&p)
     }
 

@@ -88,7 +88,11 @@ build_busybox() {
 # All with opt-level=z, LTO, one codegen unit, stripped.
 build_guest_tool() {
     [ -f "$REPO/guest-driver/tool/Cargo.toml" ] || return 0
-    local target=$CACHE/guest-tool/target musl=x86_64-unknown-linux-musl how=""
+    # One target folder per checkout: worktrees share the cache, and with one
+    # shared folder cargo left another checkout's binary in place (seen: an
+    # initramfs with the tool of a different worktree).
+    local target musl=x86_64-unknown-linux-musl how=""
+    target=$CACHE/guest-tool/$(printf '%s' "$REPO" | sha256sum | cut -c1-12)/target
     local profile=(CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_OPT_LEVEL=z
         CARGO_PROFILE_RELEASE_LTO=true
         CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_DEBUG=false

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::console::field;
-use super::memory::guest_ram_regions;
-use super::stats::{linear_fit, Stats};
-use super::table::{fmt_ns, row};
-use super::vmm::{dmalab_command, run_vmm};
 use super::guest::{DRIVER_READY, MEM_MIB};
 use super::inputs::{progress, Inputs};
+use super::memory::guest_ram_regions;
+use super::stats::{linear_fit, Stats};
 use super::table::Row;
+use super::table::{fmt_ns, row};
+use super::vmm::{dmalab_command, run_vmm};
 use ci::guest::GUEST_CMDLINE;
 
 /// The device of this boot (see the module documentation).

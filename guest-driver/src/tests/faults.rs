@@ -51,7 +51,7 @@ fn plant(
 fn single_handle(map: &Mapping<'_>) -> Result<u64> {
     match map {
         Mapping::Single(m) => Ok(m.dma_handle()),
-        Mapping::Sg(_) => Err(EINVAL),
+        Mapping::Sg(_) | Mapping::Coherent(_) => Err(EINVAL),
     }
 }
 

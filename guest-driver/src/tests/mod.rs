@@ -147,6 +147,7 @@ fn with_device_failed(e: Error) -> bool {
 }
 
 mod alloc_lab;
+mod alloc_lab2;
 mod faults;
 mod lifecycle;
 mod probe;

@@ -13,6 +13,16 @@
 //!   bounce), see `zerocopy.rs`; result line `dma24-tool: zerocopy result ...`.
 //! - `dma24-tool bench [DEV]`: times each path (see `bench.rs`); `selftest`
 //!   runs it too when the kernel command line has `dma24-tool.bench`.
+//! - `dma24-tool alloc SOURCE [DEV]`: the allocator lab for one buffer
+//!   source (number or name, e.g. `coherent`, `static-buffer`): selects it
+//!   with `DMA24_IOC_SET_ALLOC`, does one round trip through write()/read()
+//!   (800 bytes for the private and stack buffers, 4096 otherwise) and prints
+//!   `dma24-tool: ok ...` (as selftest) or `dma24-tool: lab SOURCE refused:
+//!   ERRNO`; then selects allocator 0 again. Exit 0 for both; 1 if the round
+//!   trip moved wrong bytes or failed otherwise, 2 for bad usage.
+//! - `dma24-tool sizes [DEV]`: the size-class table, measured by the driver
+//!   (`DMA24_IOC_SIZE_CLASS` per allocator and size, then
+//!   `DMA24_IOC_ZONE_DMA_LIMITS`), one `dma24-tool: size ...` line per row.
 //! - `dma24-tool boot-done`: tells the VMM the guest has booted (writes the
 //!   boot-timer magic to dmalab's debug port 0xf5).
 //! - `dma24-tool exit STATUS`: ends the VM through dmalab's exit port 0xf4
@@ -23,6 +33,7 @@
 use dma24_tool::pattern;
 
 mod bench;
+mod lab;
 mod zc_commands;
 mod zerocopy;
 
@@ -81,6 +92,17 @@ fn main() -> ExitCode {
         Some("zerocopy") => exit_for(zc_commands::zerocopy(
             args.get(2).map_or("/dev/dma24-0", String::as_str),
         )),
+        Some("alloc") => match args.get(2).and_then(|s| lab::parse_allocator(s)) {
+            Some(n) => alloc(n, args.get(3).map_or("/dev/dma24-0", String::as_str)),
+            None => {
+                eprintln!("usage: dma24-tool alloc SOURCE [DEVICE]; SOURCE is one of:");
+                for (n, name) in lab::allocators() {
+                    eprintln!("  {n} {name}");
+                }
+                ExitCode::from(2)
+            }
+        },
+        Some("sizes") => sizes(args.get(2).map_or("/dev/dma24-0", String::as_str)),
         Some("boot-done") => boot_done(),
         Some("exit") => match args.get(2).map(|s| s.parse::<u8>()) {
             Some(Ok(status)) => exit_vm(status),
@@ -90,7 +112,9 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | boot-done | exit STATUS");
+            eprintln!(
+                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | boot-done | exit STATUS"
+            );
             ExitCode::from(2)
         }
     }
@@ -158,6 +182,102 @@ fn selftest(path: &str) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn open_rw(path: &str) -> Result<File, ExitCode> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| {
+            println!("dma24-tool: cannot open {path}: {e} (is dmalab loaded and a dma24 bound?)");
+            ExitCode::FAILURE
+        })
+}
+
+/// Device-memory offset of the `alloc` round trip (clear of selftest's
+/// small cases) and the pattern seed it uses.
+const LAB_OFFSET: u64 = 0xa000;
+const LAB_SEED: u8 = 0x70;
+
+fn alloc(n: u32, path: &str) -> ExitCode {
+    let mut dev = match open_rw(path) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    let name = lab::allocator_name(n).unwrap_or("?");
+    if let Err(e) = lab::set_alloc(&dev, n) {
+        println!("dma24-tool: lab {name}: DMA24_IOC_SET_ALLOC failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    let len = if n >= 8 { lab::VIRT_BUF_LEN } else { 4096 };
+    let seed = LAB_SEED.wrapping_add(u8::try_from(n).unwrap_or(0));
+    let code = match transfer(&mut dev, LAB_OFFSET, len, seed) {
+        Ok(()) => {
+            println!(
+                "dma24-tool: ok offset={LAB_OFFSET} len={len} seed={seed} hash={:016x} alloc={name}",
+                pattern::trace_hash(&pattern::bytes(len, seed))
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.contains("Input/output error") => {
+            println!("dma24-tool: lab {name} refused: EIO ({e}); the driver's log says why");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("dma24-tool: FAIL lab {name}: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    if let Err(e) = lab::set_alloc(&dev, 0) {
+        println!("dma24-tool: lab: could not select allocator 0 again: {e}");
+        return ExitCode::FAILURE;
+    }
+    code
+}
+
+fn sizes(path: &str) -> ExitCode {
+    let dev = match open_rw(path) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    for a in lab::SIZED {
+        for size in lab::SIZES {
+            let name = lab::allocator_name(a).unwrap_or("?");
+            match lab::size_class(&dev, a, size) {
+                Ok(r) if r.result == 0 => println!(
+                    "dma24-tool: size alloc={name} size={size} granted={} slack={}.{}% zone={} phys={:#x}..{:#x} result=ok",
+                    r.granted,
+                    r.slack_permille / 10,
+                    r.slack_permille % 10,
+                    lab::zone_name(r.zone),
+                    r.phys_lo,
+                    r.phys_hi
+                ),
+                Ok(r) => println!(
+                    "dma24-tool: size alloc={name} size={size} result={}",
+                    std::io::Error::from_raw_os_error(-r.result)
+                ),
+                Err(e) => {
+                    println!("dma24-tool: FAIL size alloc={name} size={size}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    match lab::zone_dma_limits(&dev) {
+        Ok(l) => {
+            println!(
+                "dma24-tool: zone-dma largest_order={} largest_kmalloc={}",
+                l.largest_order, l.largest_kmalloc
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("dma24-tool: FAIL zone-dma limits: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

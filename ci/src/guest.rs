@@ -25,7 +25,7 @@ impl Artifacts {
     pub fn find() -> Result<Artifacts, String> {
         let images = match std::env::var_os("DMALAB_IMAGES") {
             Some(p) => PathBuf::from(p),
-            None => cache_dir().join("images/current"),
+            None => dmalab_paths::images_dir(),
         };
         if !images.join("vmlinux").is_file() {
             return Err(format!(

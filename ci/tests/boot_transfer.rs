@@ -671,7 +671,11 @@ fn check_zero_copy_on_24_bits(b: &Booted) {
     let t = check_trace_complete(b);
     let in_zone_dma = |seqs: &[u64], what: &str| {
         for s in seqs {
-            let r = &t.records[*s as usize - 1];
+            let r = t
+                .records
+                .iter()
+                .find(|r| r.seq == *s)
+                .unwrap_or_else(|| panic!("{what}: no trace record with seq {s}"));
             assert!(
                 r.requested_addr.0 + r.len <= 0x100_0000,
                 "{what}: {r:?} is not in ZONE_DMA"
@@ -770,7 +774,11 @@ fn user_page_dma_is_zero_copy_with_a_32_bit_mask() {
     for (line, x) in lines.iter().zip(transfers.iter().step_by(2)) {
         let seqs =
             crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
-        let first = &t.records[seqs[0] as usize - 1];
+        let first = t
+            .records
+            .iter()
+            .find(|r| r.seq == seqs[0])
+            .unwrap_or_else(|| panic!("no trace record with seq {}", seqs[0]));
         let phys = crosscheck::hex_field(line, "phys").unwrap_or_else(|| panic!("{line}"));
         assert_eq!(
             first.requested_addr.0, phys,

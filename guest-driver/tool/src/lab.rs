@@ -14,7 +14,7 @@ mod abi;
 pub use abi::{SizeClass, ZoneDmaLimits, SIZES, VIRT_BUF_LEN};
 
 /// `_IOW(0xd2, 1, __u32)`.
-const DMA24_IOC_SET_ALLOC: libc::Ioctl = 0x4004_d201;
+const DMA24_IOC_SET_ALLOC: u32 = 0x4004_d201;
 
 /// The allocators of the size-class table.
 pub const SIZED: [u32; 6] = abi::SIZED_ALLOCATORS;
@@ -39,7 +39,12 @@ pub fn parse_allocator(s: &str) -> Option<u32> {
 
 pub use abi::zone_name;
 
-fn ioctl<T>(dev: &File, req: libc::Ioctl, arg: &mut T) -> std::io::Result<()> {
+/// `req` is the 32-bit request number as the kernel encodes it; libc's
+/// type for it differs (glibc `c_ulong`, musl `c_int`, where numbers with
+/// the read bit set are negative): `as` gives each the same 32 bits.
+#[allow(clippy::cast_possible_wrap, clippy::cast_lossless)]
+fn ioctl<T>(dev: &File, req: u32, arg: &mut T) -> std::io::Result<()> {
+    let req = req as libc::Ioctl;
     // SAFETY: `arg` is a live, writable `repr(C)` value of exactly the size the request
     // number encodes (asserted above), so the kernel reads and writes only inside it.
     let r = unsafe { libc::ioctl(dev.as_raw_fd(), req, std::ptr::from_mut(arg)) };
@@ -62,13 +67,13 @@ pub fn size_class(dev: &File, alloc: u32, size: usize) -> std::io::Result<SizeCl
         size: u64::try_from(size).unwrap_or(u64::MAX),
         ..SizeClass::default()
     };
-    ioctl(dev, abi::IOC_SIZE_CLASS.into(), &mut req)?;
+    ioctl(dev, abi::IOC_SIZE_CLASS, &mut req)?;
     Ok(req)
 }
 
 /// `DMA24_IOC_ZONE_DMA_LIMITS`.
 pub fn zone_dma_limits(dev: &File) -> std::io::Result<ZoneDmaLimits> {
     let mut req = ZoneDmaLimits::default();
-    ioctl(dev, abi::IOC_ZONE_DMA_LIMITS.into(), &mut req)?;
+    ioctl(dev, abi::IOC_ZONE_DMA_LIMITS, &mut req)?;
     Ok(req)
 }

@@ -4,7 +4,6 @@
 //! ABI is in guest-driver/README.md ("ioctl ABI").
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 
 // Shared with the module; the tool uses only part of it.
 #[allow(dead_code)]
@@ -39,20 +38,9 @@ pub fn parse_allocator(s: &str) -> Option<u32> {
 
 pub use abi::zone_name;
 
-/// `req` is the 32-bit request number as the kernel encodes it; libc's
-/// type for it differs (glibc `c_ulong`, musl `c_int`, where numbers with
-/// the read bit set are negative): `as` gives each the same 32 bits.
-#[allow(clippy::cast_possible_wrap, clippy::cast_lossless)]
+/// The tool's one ioctl helper (`zerocopy.rs`), for the lab's 32-bit numbers.
 fn ioctl<T>(dev: &File, req: u32, arg: &mut T) -> std::io::Result<()> {
-    let req = req as libc::Ioctl;
-    // SAFETY: `arg` is a live, writable `repr(C)` value of exactly the size the request
-    // number encodes (asserted above), so the kernel reads and writes only inside it.
-    let r = unsafe { libc::ioctl(dev.as_raw_fd(), req, std::ptr::from_mut(arg)) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    crate::zerocopy::ioctl(dev, u64::from(req), arg)
 }
 
 /// `DMA24_IOC_SET_ALLOC`.

@@ -101,7 +101,10 @@ pub const GET_ZEROCOPY: u64 = ioc(READ, 0x12, std::mem::size_of::<Zerocopy>());
 pub const FROM_DEVICE: u32 = 1;
 pub const BOUNCE: u32 = 2;
 
-/// `ioctl(fd, cmd, arg)`.
+/// `ioctl(fd, cmd, arg)`: the tool's one ioctl call. `cmd` holds the
+/// kernel's 32-bit request number; libc's type for it differs (glibc
+/// `c_ulong`, musl `c_int`, where numbers with the read bit set are
+/// negative), and `as` gives each the same low 32 bits.
 pub fn ioctl<T>(dev: &File, cmd: u64, arg: &mut T) -> Result<(), Error> {
     // SAFETY: `arg` is a live `#[repr(C)]` value of the size encoded in `cmd`.
     let r = unsafe { libc::ioctl(dev.as_raw_fd(), cmd as _, std::ptr::from_mut(arg)) };

@@ -107,13 +107,16 @@ run_logged() {
     step "$what: done in $((SECONDS - start)) s"
 }
 
-# Keeps the newest two entries of each stage folder.
+# Keeps the newest $DMALAB_CACHE_KEEP (default 2) entries of each stage
+# folder: a kernel entry is 2.2 GB. Several checkouts sharing one cache (a
+# team, parallel worktrees) set it higher so they do not evict each other.
 prune_cache() {
-    local d
+    local d keep="${DMALAB_CACHE_KEEP:-2}"
+    case "$keep" in '' | *[!0-9]* | 0) die "DMALAB_CACHE_KEEP must be a whole number >= 1, not '$keep'" ;; esac
     for d in kernel module builtin initramfs images; do
         [ -d "$CACHE/$d" ] || continue
         find "$CACHE/$d" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn |
-            tail -n +3 | cut -d' ' -f2- | while read -r old; do
+            tail -n +$((keep + 1)) | cut -d' ' -f2- | while read -r old; do
             [ "$(readlink -f "$CACHE/images/current")" = "$old" ] && continue
             rm -rf "$old"
         done

@@ -73,6 +73,8 @@ mod tests;
 mod transfer;
 #[path = "src/mmap_buf.rs"]
 mod mmap_buf;
+#[path = "src/mmap_dma.rs"]
+mod mmap_dma;
 #[path = "src/user_pages.rs"]
 mod user_pages;
 #[path = "src/zerocopy.rs"]

@@ -9,20 +9,26 @@
 //! per page ([`DmaPage`]); `vm_insert_page()` takes one more per user
 //! mapping, dropped when that mapping goes (munmap, exit). So the memory is
 //! freed only when the driver's buffer and the last mapping are both gone, in
-//! whatever order munmap, close and unbind happen. No DMA mapping is kept:
-//! each transfer maps the pages it uses with `dma_map_sgtable()` and unmaps
-//! them before it returns, under the device's transfer mutex, so an unbind
-//! finds nothing mapped.
+//! whatever order munmap, close and unbind happen. The device's standing
+//! DMA mapping of the buffer ([`crate::mmap_dma`]) holds the buffer too and
+//! is unmapped at unbind, under the device's transfer mutex, before the
+//! driver lets go of the device.
 
-use crate::dma_sg::DmaPage;
+use crate::dma_sg::{page_phys, DmaPage};
 use kernel::{
     mm::virt::{flags, VmaNew},
     page::PAGE_SIZE,
     prelude::*,
 };
 
-/// ZONE_DMA pages, not physically contiguous (the device reaches them with
-/// one scatter-gather descriptor per page).
+/// Largest piece of the buffer one standing DMA mapping covers
+/// ([`crate::mmap_dma`]): PCI's default maximum segment size, 64 KiB. A
+/// transfer needs one descriptor and one sync per piece it touches.
+pub(crate) const MAP_PIECE: usize = 64 * 1024;
+
+/// ZONE_DMA pages: physically contiguous when ZONE_DMA had a free block that
+/// large, else single pages (the device reaches them with scatter-gather
+/// descriptors either way; contiguous pages need fewer).
 pub(crate) struct MmapBuf {
     pages: KVec<DmaPage>,
 }
@@ -34,6 +40,9 @@ impl MmapBuf {
             return Err(EINVAL);
         }
         let count = len.div_ceil(PAGE_SIZE);
+        if let Ok(pages) = DmaPage::contiguous(count) {
+            return Ok(Self { pages });
+        }
         let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
         for _ in 0..count {
             pages.push(DmaPage::new()?, GFP_KERNEL)?;
@@ -41,14 +50,28 @@ impl MmapBuf {
         Ok(Self { pages })
     }
 
+    /// The buffer as `(byte offset, length, physical address)` pieces, in
+    /// order: each physically contiguous, at most [`MAP_PIECE`] long and
+    /// not crossing a multiple of it.
+    pub(crate) fn pieces(&self) -> Result<KVec<(usize, usize, u64)>> {
+        let mut pieces: KVec<(usize, usize, u64)> = KVec::new();
+        for (i, page) in self.pages.iter().enumerate() {
+            let (at, phys) = (i * PAGE_SIZE, page_phys(page.as_raw()));
+            match pieces.last_mut() {
+                Some((start, len, base))
+                    if *base + *len as u64 == phys && at % MAP_PIECE != 0 && *start + *len == at =>
+                {
+                    *len += PAGE_SIZE
+                }
+                _ => pieces.push((at, PAGE_SIZE, phys), GFP_KERNEL)?,
+            }
+        }
+        Ok(pieces)
+    }
+
     /// Size in bytes (whole pages).
     pub(crate) fn len(&self) -> usize {
         self.pages.len() * PAGE_SIZE
-    }
-
-    /// The `struct page *` of page `i`.
-    pub(crate) fn page_ptr(&self, i: usize) -> Option<*mut kernel::bindings::page> {
-        self.pages.get(i).map(DmaPage::as_raw)
     }
 
     /// The `f_op->mmap` of `/dev/dma24-N`: maps the pages from the VMA's page

@@ -14,15 +14,17 @@
 use crate::{
     alloc_lab::Allocator,
     dma_raw::DmaCache,
+    mmap_dma::MmapDma,
     probe::Params,
     regs::*,
     sys::IrqCompletion,
-    transfer::Live,
+    transfer::{Desc, Live},
     zerocopy::ZeroCopy,
 };
 use kernel::{
     device,
     devres::Devres,
+    dma::Coherent,
     io::Io,
     irq::{self, IrqReturn},
     new_mutex, pci,
@@ -237,6 +239,13 @@ pub(crate) struct XferState {
     alive: bool,
     /// Buffer source for read()/write() on the character device.
     pub(crate) alloc: Allocator,
+    /// The standing scatter-gather descriptor list (`SG_MAX_SEGMENTS`
+    /// entries of coherent memory), made at the first SG transfer; see
+    /// [`Live::dma_segments`](crate::transfer::Live::dma_segments).
+    pub(crate) descs: Option<Coherent<[Desc]>>,
+    /// The standing DMA mapping of the mmap buffer, made at the first
+    /// `MMAP_XFER`.
+    pub(crate) mmap_dma: Option<MmapDma>,
 }
 
 /// One bound dma24 function.
@@ -305,6 +314,8 @@ impl Dma24 {
             xfer <- new_mutex!(XferState {
                 alive: false,
                 alloc: params.alloc,
+                descs: None,
+                mmap_dma: None,
             }),
             stats: Stats::new(),
             last_error <- new_mutex!(LastError::default()),
@@ -399,6 +410,11 @@ impl Dma24 {
             regs.set_reg32(REG_CONTROL, 0);
             regs.set_reg32(REG_CONTROL, CTRL_RESET);
         }
+        // The engine is stopped: what the device was given to fetch from or
+        // write to goes now, while the device is still bound (a process may
+        // keep its mapping of the mmap buffer: the pages stay, unmapped).
+        state.descs = None;
+        state.mmap_dma = None;
     }
 }
 

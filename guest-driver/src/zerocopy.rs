@@ -22,6 +22,7 @@ use crate::{
     chardev,
     dma_sg::{page_phys, SgBuf, SgMap},
     mmap_buf::MmapBuf,
+    mmap_dma::MmapDma,
     regs::SG_MAX_SEGMENTS,
     state::{bump, get, Dma24, ErrorSource, LastError},
     transfer::{Dir, Live},
@@ -234,7 +235,9 @@ fn dma_mapped(live: &mut Live<'_>, map: &mut SgMap<'_>, dev_offset: usize, dir: 
 
 /// One DMA between bytes `at..at + len` of `buf` and device memory at
 /// `dev_offset` (`MMAP_XFER`, and the kernel-side tests with a buffer of
-/// their own). Returns the first bus address and the descriptor count.
+/// their own), through the standing mapping of `buf` ([`MmapDma`], made
+/// now if the device has none of `buf`). Returns the first bus address and
+/// the descriptor count (one per 64 KiB piece touched).
 pub(crate) fn mmap_transfer(
     live: &mut Live<'_>,
     buf: Arc<MmapBuf>,
@@ -244,14 +247,26 @@ pub(crate) fn mmap_transfer(
     dir: Dir,
 ) -> Result<(u64, u32)> {
     live.check_range(dev_offset, len)?;
-    let pages = SgBuf::mmap_range(buf, at, len)?;
+    if !live.state.mmap_dma.as_ref().is_some_and(|m| m.maps(&buf)) {
+        // Another buffer's mapping (a test's) is undone before this one is made.
+        live.state.mmap_dma = None;
+        live.state.mmap_dma = Some(MmapDma::new(live.ddev, buf)?);
+    }
+    let map = live.state.mmap_dma.as_ref().ok_or(EINVAL)?;
+    let segs = map.segments(at, len)?;
+    map.sync(&segs, false);
     live.active_alloc = Allocator::SgPagesDma as u32;
-    let mut map = SgMap::new(live.ddev, pages, dir.dma())?;
-    let done = dma_mapped(live, &mut map, dev_offset, dir)?;
+    let done = live.dma_segments(&segs, dev_offset, len, dir);
+    if dir == Dir::FromDevice {
+        if let Some(map) = live.state.mmap_dma.as_ref() {
+            map.sync(&segs, true);
+        }
+    }
+    done?;
     let c = &live.dev.zc.counters;
     bump(&c.mmap_xfers, 1);
     bump(&c.mmap_bytes, len as u64);
-    Ok(done)
+    Ok((segs.first().map_or(0, |s| s.0), u32::try_from(segs.len())?))
 }
 
 fn mmap_xfer(dev: &Dma24, req: &mut Dma24MmapXfer) -> Result {

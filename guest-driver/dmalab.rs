@@ -69,6 +69,8 @@ mod state;
 mod sys;
 #[path = "src/tests/mod.rs"]
 mod tests;
+#[path = "src/timing.rs"]
+mod timing;
 #[path = "src/transfer.rs"]
 mod transfer;
 #[path = "src/mmap_buf.rs"]

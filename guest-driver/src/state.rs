@@ -18,6 +18,7 @@ use crate::{
     probe::Params,
     regs::*,
     sys::IrqCompletion,
+    timing::Timing,
     transfer::{Desc, Live},
     zerocopy::ZeroCopy,
 };
@@ -269,6 +270,8 @@ pub(crate) struct Dma24 {
     #[pin]
     xfer: Mutex<XferState>,
     pub(crate) stats: Stats,
+    /// Where transfers' time goes (debugfs `timing`).
+    pub(crate) timing: Timing,
     #[pin]
     last_error: Mutex<LastError>,
     /// The mmap buffer and the zero-copy counters.
@@ -318,6 +321,7 @@ impl Dma24 {
                 mmap_dma: None,
             }),
             stats: Stats::new(),
+            timing: Timing::new(),
             last_error <- new_mutex!(LastError::default()),
             zc <- ZeroCopy::new(),
         })
@@ -429,6 +433,7 @@ impl irq::Handler for Dma24 {
             bump(&self.stats.spurious_irqs, 1);
             return IrqReturn::None;
         }
+        self.timing.irq();
         regs.set_reg32(REG_IRQ_STATUS, pending);
         bump(&self.stats.irqs, 1);
         self.done.complete();

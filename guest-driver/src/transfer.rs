@@ -10,6 +10,7 @@ use crate::{
     dma_sg::SgMap,
     regs::*,
     state::{bump, Bar0, Bar1, Dma24, ErrorSource, LastError, Registers, XferState},
+    timing::now_ns,
 };
 use kernel::{
     bindings, device,
@@ -188,10 +189,14 @@ impl<'a> Live<'a> {
         regs.set_reg64(REG_DMA_ADDR, p.addr);
         regs.set_reg32(REG_DEV_OFFSET, p.dev_offset);
         regs.set_reg32(REG_DMA_LEN, p.len);
+        let started = now_ns();
         regs.set_reg32(REG_DMA_CMD, p.cmd);
         bump(&dev.stats.starts, 1);
 
         let irq_seen = dev.done.wait_timeout_ms(p.timeout_ms);
+        if irq_seen {
+            dev.timing.transfer(started, now_ns());
+        }
         let status = regs.reg32(REG_STATUS);
         let mut record = LastError {
             alloc: self.active_alloc,

@@ -25,6 +25,7 @@ use crate::{
     mmap_dma::MmapDma,
     regs::SG_MAX_SEGMENTS,
     state::{bump, get, Dma24, ErrorSource, LastError},
+    timing::Call,
     transfer::{Dir, Live},
     user_pages::{pages_spanned, UserPages},
 };
@@ -466,14 +467,20 @@ pub(crate) fn ioctl(dev: &Dma24, cmd: u32, arg: usize) -> Result<isize> {
         DMA24_IOC_XFER_USER => {
             let (mut reader, mut writer) = user.reader_writer();
             let mut req: Dma24XferUser = reader.read()?;
-            let result = xfer_user(dev, &mut req);
+            let result = {
+                let _timed = dev.timing.call(Call::User);
+                xfer_user(dev, &mut req)
+            };
             writer.write(&req)?;
             result?;
         }
         DMA24_IOC_MMAP_XFER => {
             let (mut reader, mut writer) = user.reader_writer();
             let mut req: Dma24MmapXfer = reader.read()?;
-            mmap_xfer(dev, &mut req)?;
+            {
+                let _timed = dev.timing.call(Call::Mmap);
+                mmap_xfer(dev, &mut req)?;
+            }
             writer.write(&req)?;
         }
         DMA24_IOC_GET_ZEROCOPY => user.writer().write(&Dma24Zerocopy::new(dev))?,

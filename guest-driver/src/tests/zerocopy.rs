@@ -88,8 +88,14 @@ mod cases {
         let filled = unsafe { buf.write(OUT_AT, &data) };
         check!(c, filled.is_ok(), "filling the buffer: {:?}", filled);
         let before = tally(&dev);
+        let timed = |d: &Dma24, key: &str| d.timing.lines().iter().find(|(k, _)| *k == key).map_or(0, |(_, v)| *v);
+        let (irqs_before, device_ns_before) = (timed(&dev, "irqs_timed"), timed(&dev, "start_to_irq_ns"));
         let rt = dev.with_live(|live| Ok(mmap_round_trip(live, &buf, dev_offset)));
         let (starts, ok, _) = report(&dev, &before);
+        // debugfs `timing` saw both transfers' interrupts, and they took time.
+        let irqs = timed(&dev, "irqs_timed") - irqs_before;
+        check!(c, irqs == 2, "timing: {} transfers timed, expected 2", irqs);
+        check!(c, timed(&dev, "start_to_irq_ns") > device_ns_before, "timing: no START -> interrupt time recorded");
         match rt {
             Ok(rt) => {
                 let mask = dev.info.dma_mask;

@@ -31,6 +31,9 @@ pub(crate) const MAP_PIECE: usize = 64 * 1024;
 /// descriptors either way; contiguous pages need fewer).
 pub(crate) struct MmapBuf {
     pages: KVec<DmaPage>,
+    /// The pages are one block, in order: [`MmapBuf::pieces`] needs only
+    /// the first page's address.
+    contiguous: bool,
 }
 
 impl MmapBuf {
@@ -41,13 +44,23 @@ impl MmapBuf {
         }
         let count = len.div_ceil(PAGE_SIZE);
         if let Ok(pages) = DmaPage::contiguous(count) {
-            return Ok(Self { pages });
+            // Checked once here (the block was just zeroed page by page
+            // anyway), so that `pieces()` may trust it on every mapping.
+            let base = pages.first().map_or(0, |p| page_phys(p.as_raw()));
+            let contiguous = pages
+                .iter()
+                .enumerate()
+                .all(|(i, p)| page_phys(p.as_raw()) == base + (i * PAGE_SIZE) as u64);
+            return Ok(Self { pages, contiguous });
         }
         let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
         for _ in 0..count {
             pages.push(DmaPage::new()?, GFP_KERNEL)?;
         }
-        Ok(Self { pages })
+        Ok(Self {
+            pages,
+            contiguous: false,
+        })
     }
 
     /// The buffer as `(byte offset, length, physical address)` pieces, in
@@ -55,6 +68,16 @@ impl MmapBuf {
     /// not crossing a multiple of it.
     pub(crate) fn pieces(&self) -> Result<KVec<(usize, usize, u64)>> {
         let mut pieces: KVec<(usize, usize, u64)> = KVec::new();
+        if self.contiguous {
+            // Looking up every page's address costs a page-table walk each
+            // (emulated on PVM); one block needs only its first.
+            let base = self.pages.first().map_or(0, |p| page_phys(p.as_raw()));
+            for at in (0..self.len()).step_by(MAP_PIECE) {
+                let len = MAP_PIECE.min(self.len() - at);
+                pieces.push((at, len, base + at as u64), GFP_KERNEL)?;
+            }
+            return Ok(pieces);
+        }
         for (i, page) in self.pages.iter().enumerate() {
             let (at, phys) = (i * PAGE_SIZE, page_phys(page.as_raw()));
             match pieces.last_mut() {

@@ -152,7 +152,7 @@ impl ZcBench {
 /// The zero-copy rows: one boot, three paths side by side.
 pub(super) fn zerocopy_part(inputs: &Inputs) -> Vec<Row> {
     let mut rows = Vec::new();
-    let how = "dmalab boot with --device dma24,mask-bits=32,mem=1024 (module kernel, kunit.enable=0), `dma24-tool bench` in the guest: median of 3 round trips (DMA to device memory, then back) per path and size, guest CLOCK_MONOTONIC; throughput = 2 x len / time";
+    let how = "dmalab boot with --device dma24,mask-bits=32,mem=1024 (module kernel, kunit.enable=0), `dma24-tool bench` in the guest: median of 5 round trips (3 at 1 MiB) (DMA to device memory, then back) per path and size, guest CLOCK_MONOTONIC; throughput = 2 x len / time";
     let metric = "zero copy: read()/write() vs mmap vs user pages";
     let (images, dmalab) = match inputs.guest_artifacts("dma", metric, how) {
         Ok(a) => a,

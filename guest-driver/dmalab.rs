@@ -79,10 +79,14 @@ mod sys;
 #[cfg(dmalab_kunit)]
 #[path = "src/tests/mod.rs"]
 mod tests;
+#[path = "src/timing.rs"]
+mod timing;
 #[path = "src/transfer.rs"]
 mod transfer;
 #[path = "src/mmap_buf.rs"]
 mod mmap_buf;
+#[path = "src/mmap_dma.rs"]
+mod mmap_dma;
 #[path = "src/user_pages.rs"]
 mod user_pages;
 #[path = "src/zerocopy.rs"]

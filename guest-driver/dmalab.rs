@@ -48,6 +48,8 @@ mod dma_sg;
 #[allow(unreachable_pub, dead_code)]
 #[path = "src/lab_abi.rs"]
 mod lab_abi;
+#[path = "src/lab_boot.rs"]
+mod lab_boot;
 #[path = "src/lab_gfp.rs"]
 mod lab_gfp;
 #[path = "src/lab_ioctl.rs"]

@@ -92,18 +92,26 @@ fn kunit_reject_msi() -> Option<&'static Booted> {
     })
 }
 
-/// The driver built in, a truncating device, INTx forced.
+/// The driver built in, a truncating device, INTx forced. Also the
+/// allocator lab's boot-time reservation: a CMA area inside ZONE_DMA
+/// ([`BOOT_CMA_ARG`]) and 8 MiB of device memory for its 6 MiB round trip
+/// (the other boots have neither and show the same request failing).
 fn kunit_truncate_intx() -> Option<&'static Booted> {
     static RUN: OnceLock<Option<Booted>> = OnceLock::new();
     once(&RUN, || {
         spec(
             "kunit-truncate-intx",
             "vmlinux-kunit",
-            "dmalab.force_intx=1 dmalab.run=none",
-            "dma24,overflow=truncate",
+            &format!("dmalab.force_intx=1 dmalab.run=none {BOOT_CMA_ARG}"),
+            "dma24,overflow=truncate,mem=8192",
         )
     })
 }
+
+/// 8 MiB anywhere below 16 MiB: ZONE_DMA, below the kernel image at
+/// `CONFIG_PHYSICAL_START` = 16 MiB; CMA aligns areas to 4 MiB here
+/// (pageblock order 10), memblock places it top-down.
+const BOOT_CMA_ARG: &str = "cma=8M@0-16M";
 
 /// The module kernel: busybox init loads dmalab.ko (no KUnit suites in it),
 /// runs dma24-tool, removes the module.
@@ -135,6 +143,7 @@ const SUITES: &[(&str, usize)] = &[
     ("dmalab_uapi", 3),
     ("dmalab_alloc_lab", 8),
     ("dmalab_alloc_lab2", 6),
+    ("dmalab_alloc_lab3", 2),
     ("dmalab_faults", 9),
     ("dmalab_lifecycle", 1),
     ("dmalab_zerocopy", 3),
@@ -843,4 +852,127 @@ fn user_page_dma_is_zero_copy_with_a_32_bit_mask() {
         "{}",
         tail(&b.run)
     );
+}
+
+/// The KUnit `boot_cma` diagnostic of a boot: (outcome, phys_lo, phys_hi).
+fn boot_cma_outcome(b: &Booted) -> (String, u64, u64) {
+    let line = b
+        .run
+        .console
+        .lines()
+        .find_map(|l| l.split_once("# boot_cma ").map(|(_, r)| r.to_string()))
+        .unwrap_or_else(|| panic!("no boot_cma line from dmalab_alloc_lab3\n{}", tail(&b.run)));
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in `{line}`"))
+            .to_string()
+    };
+    let phys = field("phys=");
+    let (lo, hi) = phys.split_once("..").expect("phys=LO..HI");
+    let hex = |v: &str| u64::from_str_radix(v.trim_start_matches("0x"), 16).expect("hex");
+    (field("result="), hex(lo), hex(hi))
+}
+
+/// Lesson 5 of the allocator lab, both outcomes from real boots: with
+/// `cma=` the 6 MiB coherent buffer comes from the reserved area (inside
+/// ZONE_DMA) and round-trips (matched with the trace by hash); without, the
+/// same request is a clean ENOMEM naming the limit, from KUnit and from
+/// dma24-tool, and nothing reaches the device. Also the allocation inside
+/// the interrupt handler, made once in each boot.
+#[test]
+fn boot_time_cma_reservation_works_only_when_reserved() {
+    const LEN: u64 = 6 << 20;
+    let with = kunit_truncate_intx();
+    let without = kunit_reject_msi();
+    if let Some(b) = with {
+        let console = &b.run.console;
+        // "cma: Reserved 8 MiB at 0x0000000000800000 on node -1"
+        let base = console
+            .lines()
+            .find_map(|l| {
+                l.split_once("cma: Reserved 8 MiB at ")
+                    .map(|(_, r)| r.to_string())
+            })
+            .and_then(|r| {
+                u64::from_str_radix(r.split_whitespace().next()?.trim_start_matches("0x"), 16).ok()
+            })
+            .unwrap_or_else(|| {
+                panic!("no CMA area reserved with {BOOT_CMA_ARG}\n{}", tail(&b.run))
+            });
+        assert!(
+            base + (8 << 20) <= 1 << 24,
+            "CMA area at {base:#x} is not inside ZONE_DMA"
+        );
+        let (outcome, lo, hi) = boot_cma_outcome(b);
+        assert_eq!(
+            outcome,
+            "ok",
+            "boot-cma with {BOOT_CMA_ARG}\n{}",
+            tail(&b.run)
+        );
+        assert!(
+            lo >= base && hi < base + (8 << 20),
+            "buffer {lo:#x}..{hi:#x} outside the area at {base:#x}"
+        );
+        assert_eq!(hi - lo + 1, LEN);
+        let t = check_trace_complete(b);
+        let x = crosscheck::driver_transfers(console)
+            .into_iter()
+            .filter(|x| x.len == LEN)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            x.len(),
+            2,
+            "the 6 MiB round trip's xfer line\n{}",
+            tail(&b.run)
+        );
+        for x in &x {
+            crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
+        }
+    }
+    if let Some(b) = without {
+        let console = &b.run.console;
+        assert!(
+            !console.contains("cma: Reserved"),
+            "a CMA area without cma="
+        );
+        let (outcome, ..) = boot_cma_outcome(b);
+        assert_eq!(
+            outcome,
+            "ENOMEM",
+            "boot-cma without a reservation\n{}",
+            tail(&b.run)
+        );
+        assert!(
+            console.contains(
+                "the page allocator gives at most 4194304 bytes in one piece (MAX_PAGE_ORDER 10)"
+            ),
+            "no dev_err naming the limit\n{}",
+            tail(&b.run)
+        );
+        assert!(
+            console.contains("dma24-tool: boot-cma refused: ENOMEM"),
+            "dma24-tool boot-cma\n{}",
+            tail(&b.run)
+        );
+        assert!(
+            b.run.init_lines().contains(&"dma24-tool boot-cma exit=3"),
+            "dma24-tool boot-cma exit status"
+        );
+        let t = check_trace_complete(b);
+        assert!(
+            !t.records.iter().any(|r| r.len == LEN),
+            "a 6 MiB transfer without a buffer"
+        );
+    }
+    for b in [with, without].into_iter().flatten() {
+        assert!(
+            b.run.console.contains(
+                "kmalloc(64, GFP_ATOMIC | GFP_DMA) in the interrupt handler: 1 made, 0 failed"
+            ),
+            "no allocation in the interrupt handler\n{}",
+            tail(&b.run)
+        );
+    }
 }

@@ -47,6 +47,10 @@ pub(crate) enum Allocator {
     /// An 800-byte buffer on the kernel stack (vmalloc memory with
     /// `CONFIG_VMAP_STACK`): never handed to the device.
     StackBuffer = 9,
+    /// `dma_alloc_coherent()` of one buffer of up to 16 MiB: above the page
+    /// allocator's 4 MiB only a boot-time CMA area (`cma=` on the command
+    /// line) can give it ([`crate::lab_boot`]).
+    BootCma = 10,
 }
 
 // `name()` indexes the ABI's names by number.
@@ -54,7 +58,7 @@ const _: () = assert!(Allocator::ALL.len() == crate::lab_abi::ALLOCATOR_NAMES.le
 
 impl Allocator {
     /// Every allocator, in ABI order.
-    pub(crate) const ALL: [Allocator; 10] = [
+    pub(crate) const ALL: [Allocator; 11] = [
         Allocator::KmallocDma,
         Allocator::KmallocKernel,
         Allocator::Kzalloc,
@@ -65,6 +69,19 @@ impl Allocator {
         Allocator::Coherent,
         Allocator::StaticBuffer,
         Allocator::StackBuffer,
+        Allocator::BootCma,
+    ];
+
+    /// The allocators of the size-class table (`DMA24_IOC_SIZE_CLASS`):
+    /// kzalloc is kmalloc, the SG page source is order-0 pages, 8 and 9
+    /// allocate nothing, 10 is `coherent` with a larger limit.
+    pub(crate) const SIZED: [Allocator; 6] = [
+        Allocator::KmallocDma,
+        Allocator::KmallocKernel,
+        Allocator::KmemCacheDma,
+        Allocator::PagesDma,
+        Allocator::Vmalloc,
+        Allocator::Coherent,
     ];
 
     /// The allocators `DMA24_IOC_SELFTEST` runs (its arrays have 8 slots):
@@ -81,6 +98,11 @@ impl Allocator {
 
     pub(crate) fn from_u32(v: u32) -> Result<Self> {
         Self::ALL.get(usize::try_from(v)?).copied().ok_or(EINVAL)
+    }
+
+    /// One of [`Self::SIZED`], or `EINVAL`.
+    pub(crate) fn sized_from_u32(v: u32) -> Result<Self> {
+        Self::SIZED.into_iter().find(|a| *a as u32 == v).ok_or(EINVAL)
     }
 
     /// Short name, as shown in debugfs and the kernel log (the ABI's, in
@@ -102,6 +124,7 @@ impl Allocator {
             Allocator::Coherent => "dma_alloc_coherent()",
             Allocator::StaticBuffer => "static [u8; 800] in the driver",
             Allocator::StackBuffer => "[u8; 800] on the kernel stack",
+            Allocator::BootCma => "dma_alloc_coherent() from the boot-time CMA area",
         }
     }
 
@@ -120,7 +143,7 @@ impl Allocator {
     /// Its memory is below the device's mask by construction: ZONE_DMA for
     /// a mask of 24 bits or more, or the coherent mask for coherent memory.
     pub(crate) fn always_within_mask(self) -> bool {
-        self.zone_dma() || self == Allocator::Coherent
+        self.zone_dma() || matches!(self, Allocator::Coherent | Allocator::BootCma)
     }
 
     /// Not an allocation but a kernel virtual address the driver already has
@@ -130,10 +153,13 @@ impl Allocator {
     }
 
     /// Largest buffer the source gives: the private buffers are 800 bytes
-    /// (the texts' `static char buffer[800]`), the others one chunk.
+    /// (the texts' `static char buffer[800]`), the boot-time area up to
+    /// ZONE_DMA's 16 MiB, the others one chunk.
     pub(crate) fn max_len(self) -> usize {
         if self.is_virtual() {
             crate::lab_virt::VIRT_BUF_LEN
+        } else if self == Allocator::BootCma {
+            crate::lab_boot::BOOT_CMA_MAX
         } else {
             CHUNK
         }
@@ -188,6 +214,7 @@ impl LabBuf {
             Allocator::Coherent => {
                 LabBuf::Coherent(CoherentBox::<[u8]>::zeroed_slice(live.ddev, len, GFP_KERNEL)?.into())
             }
+            Allocator::BootCma => LabBuf::Coherent(crate::lab_boot::alloc(live, len)?),
             // Never reached: `Mapping::new` hands these to `lab_virt` first.
             Allocator::StaticBuffer | Allocator::StackBuffer => return Err(EINVAL),
         })

@@ -7,7 +7,7 @@
 //! guest-driver/README.md ("ioctl ABI").
 
 /// `DMA24_ALLOC_*` names, indexed by number.
-pub const ALLOCATOR_NAMES: [&str; 10] = [
+pub const ALLOCATOR_NAMES: [&str; 11] = [
     "kmalloc-dma",
     "kmalloc-kernel",
     "kzalloc",
@@ -18,6 +18,7 @@ pub const ALLOCATOR_NAMES: [&str; 10] = [
     "coherent",
     "static-buffer",
     "stack-buffer",
+    "boot-cma",
 ];
 
 /// Allocator numbers the size-class table measures (kzalloc is kmalloc, the
@@ -52,6 +53,34 @@ pub const IOC_SIZE_CLASS: u32 = 0xc030_d220;
 pub const IOC_ZONE_DMA_LIMITS: u32 = 0x8010_d221;
 /// `_IOWR(0xd2, 0x22, struct dma24_virt_attempt)`.
 pub const IOC_VIRT_ATTEMPT: u32 = 0xc030_d222;
+/// `_IOWR(0xd2, 0x23, struct dma24_boot_cma)`.
+pub const IOC_BOOT_CMA: u32 = 0xc030_d223;
+
+/// The boot-time reservation lesson's default buffer: 6 MiB, above the page
+/// allocator's largest block (4 MiB), so only a CMA area gives it in one piece.
+pub const BOOT_CMA_LEN: usize = 6 << 20;
+
+/// `struct dma24_boot_cma` (48 bytes): one round trip through a
+/// `dma_alloc_coherent()` buffer of several MiB (allocator 10, `boot-cma`).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct BootCma {
+    /// In: bytes, 1..=16 MiB (0: [`BOOT_CMA_LEN`]).
+    pub len: u64,
+    /// In: pattern seed (low 8 bits).
+    pub seed: u32,
+    /// Out: 0, or the negative errno (-ENOMEM: no area could serve it).
+    pub result: i32,
+    /// Out: physical range of the buffer (0 if not allocated).
+    pub phys_lo: u64,
+    pub phys_hi: u64,
+    /// Out: the bus address dma_alloc_coherent() returned.
+    pub bus: u64,
+    /// Out: sampled device-memory bytes that differ (readb).
+    pub devmem_mismatches: u32,
+    /// Out: read-back bytes that differ.
+    pub mismatches: u32,
+}
 
 /// `struct dma24_size_class` (48 bytes): one measured row.
 #[repr(C)]
@@ -96,3 +125,4 @@ pub const fn zone_name(zone: u32) -> &'static str {
 
 const _: () = assert!(core::mem::size_of::<SizeClass>() == 48);
 const _: () = assert!(core::mem::size_of::<ZoneDmaLimits>() == 16);
+const _: () = assert!(core::mem::size_of::<BootCma>() == 48);

@@ -13,9 +13,17 @@
 //!   taken first, outside the lock, to make sure), so it does not actually
 //!   sleep; the driver logs `planted: GFP_KERNEL under a spinlock`
 //!   so the host harness can match the report one to one.
-//! - [`exhaust_zone_dma`]: takes ZONE_DMA blocks, largest order first
-//!   (`__GFP_NORETRY`, bounded by the zone's size), until even one page is
-//!   refused; probes; frees.
+//! - [`arm_irq_alloc`] / [`in_irq_handler`]: `kmalloc(GFP_ATOMIC | GFP_DMA)`
+//!   inside the driver's interrupt handler, in the path that handles a
+//!   completion, when the lab asked for it; counted ([`irq_allocs`]).
+//! - [`exhaust_zone_dma`]: takes ZONE_DMA blocks, largest order first, until
+//!   even one page is refused (bounded by the zone's size); probes; frees.
+//!   Orders above 0 are asked for with `GFP_NOWAIT`: a failing high-order
+//!   `GFP_KERNEL` request runs direct compaction over the zone first, once
+//!   per order, which is seconds of emulated kernel on PVM hosts and takes
+//!   no page the order-0 pass would not take anyway. Order 0 stays
+//!   `GFP_KERNEL | __GFP_NORETRY`: it may reclaim the zone's page cache
+//!   once, so the probes that follow meet a zone that reclaim cannot refill.
 
 use crate::{
     dma_raw::{virt_to_phys, GFP_DMA, RAW_GFP_KERNEL},
@@ -33,11 +41,24 @@ use kernel::{
 
 const GFP_NOWARN: bindings::gfp_t = bindings::__GFP_NOWARN;
 const GFP_ATOMIC: bindings::gfp_t = bindings::GFP_ATOMIC;
+/// No direct reclaim or compaction (kswapd may be woken).
+const GFP_NOWAIT: bindings::gfp_t = bindings::GFP_NOWAIT;
 /// ZONE_DMA is at most 16 MiB: this many order-0 pages bounds the loop.
 const ZONE_DMA_PAGES: usize = (16 << 20) / PAGE_SIZE;
 
 /// Set once the sleeping-in-atomic report was planted in this module instance.
 static SLEEP_PLANTED: Atomic<u32> = Atomic::new(0);
+
+/// Set by [`arm_irq_alloc`]; the next completion interrupt clears it and
+/// allocates. One flag for the module: the lab arms it with the transfer
+/// mutex of one device held, right before that device's transfer.
+static IRQ_ALLOC_ARMED: Atomic<u32> = Atomic::new(0);
+/// `kmalloc(GFP_ATOMIC | GFP_DMA)` calls made in the interrupt handler, and
+/// how many of them failed.
+static IRQ_ALLOCS: Atomic<u64> = Atomic::new(0);
+static IRQ_ALLOC_FAILURES: Atomic<u64> = Atomic::new(0);
+/// Physical address of the last one (0: none yet or it failed).
+static IRQ_ALLOC_LAST_PHYS: Atomic<u64> = Atomic::new(0);
 
 /// Physical address of a kmalloc allocation of `size` with `gfp`, taken with
 /// a spinlock held, freed after the lock is dropped; `None` if it failed.
@@ -79,6 +100,44 @@ pub(crate) fn plant_sleep_in_atomic() -> Result<(bool, Option<u64>)> {
     // SAFETY: `warm` came from kmalloc (or is NULL) and is freed once.
     unsafe { bindings::kfree(warm) };
     Ok((true, phys?))
+}
+
+/// Asks the interrupt handler to allocate once, at the next completion.
+pub(crate) fn arm_irq_alloc() {
+    IRQ_ALLOC_ARMED.store(1, Relaxed);
+}
+
+/// Disarms; returns whether the armed allocation was still waiting for an
+/// interrupt (no completion interrupt came).
+pub(crate) fn disarm_irq_alloc() -> bool {
+    IRQ_ALLOC_ARMED.xchg(0, Relaxed) != 0
+}
+
+/// (allocations made in the handler, failures, physical address of the last).
+pub(crate) fn irq_allocs() -> (u64, u64, u64) {
+    (IRQ_ALLOCS.load(Relaxed), IRQ_ALLOC_FAILURES.load(Relaxed), IRQ_ALLOC_LAST_PHYS.load(Relaxed))
+}
+
+/// Called by the interrupt handler (hard-IRQ context) for every interrupt
+/// it handles: if armed, `kmalloc(64, GFP_ATOMIC | GFP_DMA)`, which neither
+/// sleeps nor reclaims, then `kfree`. A real driver would take a
+/// descriptor or a small bounce buffer here.
+pub(crate) fn in_irq_handler() {
+    if IRQ_ALLOC_ARMED.xchg(0, Relaxed) == 0 {
+        return;
+    }
+    // SAFETY: FFI call without preconditions, allowed in hard-IRQ context
+    // with GFP_ATOMIC; checked for NULL below.
+    let p = unsafe { bindings::__kmalloc_noprof(64, GFP_ATOMIC | GFP_DMA | GFP_NOWARN) };
+    IRQ_ALLOCS.fetch_add(1, Relaxed);
+    if p.is_null() {
+        IRQ_ALLOC_FAILURES.fetch_add(1, Relaxed);
+        IRQ_ALLOC_LAST_PHYS.store(0, Relaxed);
+        return;
+    }
+    IRQ_ALLOC_LAST_PHYS.store(virt_to_phys(p.cast()), Relaxed);
+    // SAFETY: `p` came from kmalloc and is freed once.
+    unsafe { bindings::kfree(p) };
 }
 
 /// What [`exhaust_zone_dma`] saw.
@@ -127,10 +186,10 @@ pub(crate) fn exhaust_zone_dma() -> Result<Exhaustion> {
     };
     'orders: for order in (0..=bindings::MAX_PAGE_ORDER).rev() {
         while ex.pages_taken + (1 << order) <= ZONE_DMA_PAGES {
+            // Why two flag sets: see the module comment.
+            let gfp = if order > 0 { GFP_NOWAIT } else { RAW_GFP_KERNEL | GFP_NORETRY };
             // SAFETY: FFI call; checked for 0, freed below with the same order.
-            let a = unsafe {
-                bindings::get_free_pages_noprof(RAW_GFP_KERNEL | GFP_DMA | GFP_NOWARN | GFP_NORETRY, order)
-            };
+            let a = unsafe { bindings::get_free_pages_noprof(gfp | GFP_DMA | GFP_NOWARN, order) };
             if a == 0 {
                 if order == 0 {
                     ex.refused = true;

@@ -13,6 +13,7 @@
 //! `ENOMEM` it returns, not as a WARNING).
 
 use crate::{
+    alloc_lab::Allocator,
     dma_raw::{raw_dev, virt_to_phys, GFP_DMA, RAW_GFP_KERNEL},
     transfer::Live,
 };
@@ -25,45 +26,14 @@ pub(crate) const GFP_NORETRY: bindings::gfp_t = 1 << bindings::___GFP_NORETRY_BI
 
 pub(crate) use crate::lab_abi::{zone_name, SizeClass as Dma24SizeClass, SIZES};
 
-/// The allocators of the table (numbers as in `DMA24_ALLOC_*`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u32)]
-pub(crate) enum SizedAlloc {
-    KmallocDma = 0,
-    KmallocKernel = 1,
-    KmemCacheDma = 3,
-    PagesDma = 4,
-    Vmalloc = 5,
-    Coherent = 7,
-}
-
-// The numbers are the ABI's.
+// The table's allocators are `Allocator::SIZED`, numbered as the ABI says.
 const _: () = {
     let mut i = 0;
-    while i < SizedAlloc::ALL.len() {
-        assert!(SizedAlloc::ALL[i] as u32 == crate::lab_abi::SIZED_ALLOCATORS[i]);
+    while i < Allocator::SIZED.len() {
+        assert!(Allocator::SIZED[i] as u32 == crate::lab_abi::SIZED_ALLOCATORS[i]);
         i += 1;
     }
 };
-
-impl SizedAlloc {
-    pub(crate) const ALL: [SizedAlloc; 6] = [
-        SizedAlloc::KmallocDma,
-        SizedAlloc::KmallocKernel,
-        SizedAlloc::KmemCacheDma,
-        SizedAlloc::PagesDma,
-        SizedAlloc::Vmalloc,
-        SizedAlloc::Coherent,
-    ];
-
-    pub(crate) fn from_u32(v: u32) -> Result<Self> {
-        Self::ALL.into_iter().find(|a| *a as u32 == v).ok_or(EINVAL)
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        crate::lab_abi::ALLOCATOR_NAMES[self as usize]
-    }
-}
 
 // SAFETY: `repr(C)` with only integer fields and no padding (asserted in lab_abi).
 unsafe impl kernel::transmute::AsBytes for Dma24SizeClass {}
@@ -102,7 +72,7 @@ fn phys_range(ptr: *const u8, granted: usize, contiguous: bool) -> (u64, u64) {
 }
 
 /// Allocates `size` bytes from `alloc`, measures, frees.
-pub(crate) fn measure(live: &Live<'_>, alloc: SizedAlloc, size: usize) -> Dma24SizeClass {
+pub(crate) fn measure(live: &Live<'_>, alloc: Allocator, size: usize) -> Dma24SizeClass {
     let mut row = Dma24SizeClass {
         alloc: alloc as u32,
         size: size as u64,
@@ -120,15 +90,15 @@ pub(crate) fn measure(live: &Live<'_>, alloc: SizedAlloc, size: usize) -> Dma24S
     row
 }
 
-fn measure_into(live: &Live<'_>, alloc: SizedAlloc, size: usize, row: &mut Dma24SizeClass) -> Result {
+fn measure_into(live: &Live<'_>, alloc: Allocator, size: usize, row: &mut Dma24SizeClass) -> Result {
     if size == 0 {
         return Err(EINVAL);
     }
     let granted;
     match alloc {
-        SizedAlloc::KmallocDma | SizedAlloc::KmallocKernel => {
+        Allocator::KmallocDma | Allocator::KmallocKernel => {
             let mut gfp = RAW_GFP_KERNEL | GFP_NOWARN;
-            if alloc == SizedAlloc::KmallocDma {
+            if alloc == Allocator::KmallocDma {
                 gfp |= GFP_DMA;
             }
             // SAFETY: FFI call without preconditions; checked for NULL below.
@@ -142,7 +112,7 @@ fn measure_into(live: &Live<'_>, alloc: SizedAlloc, size: usize, row: &mut Dma24
             // SAFETY: `p` came from kmalloc and is freed once.
             unsafe { bindings::kfree(p) };
         }
-        SizedAlloc::KmemCacheDma => {
+        Allocator::KmemCacheDma => {
             let cache = live.dev.dma_cache.as_ref().ok_or(ENODEV)?;
             if size > cache.object_size() {
                 // The cache's objects have one size: nothing larger fits.
@@ -154,7 +124,7 @@ fn measure_into(live: &Live<'_>, alloc: SizedAlloc, size: usize, row: &mut Dma24
             granted = unsafe { bindings::ksize(p.cast()) };
             (row.phys_lo, row.phys_hi) = phys_range(p, granted, true);
         }
-        SizedAlloc::PagesDma => {
+        Allocator::PagesDma => {
             let order = order_for(size);
             // SAFETY: FFI call; an order above MAX_PAGE_ORDER returns 0 (no warning with
             // __GFP_NOWARN).
@@ -167,13 +137,13 @@ fn measure_into(live: &Live<'_>, alloc: SizedAlloc, size: usize, row: &mut Dma24
             // SAFETY: `addr` came from __get_free_pages with this order and is freed once.
             unsafe { bindings::free_pages(addr, order) };
         }
-        SizedAlloc::Vmalloc => {
+        Allocator::Vmalloc => {
             let v = VVec::<u8>::with_capacity(size, GFP_KERNEL | __GFP_NOWARN).map_err(|_| ENOMEM)?;
             // vmalloc hands out whole pages (plus an unmapped guard page).
             granted = size.next_multiple_of(PAGE_SIZE);
             (row.phys_lo, row.phys_hi) = phys_range(v.as_ptr(), granted, false);
         }
-        SizedAlloc::Coherent => {
+        Allocator::Coherent => {
             let raw = raw_dev(live.ddev);
             let mut handle: bindings::dma_addr_t = 0;
             let attrs = bindings::DMA_ATTR_NO_WARN as c_ulong;
@@ -191,6 +161,8 @@ fn measure_into(live: &Live<'_>, alloc: SizedAlloc, size: usize, row: &mut Dma24
             // SAFETY: frees exactly the allocation just made.
             unsafe { bindings::dma_free_attrs(raw, size, p, handle, attrs) };
         }
+        // Not in the table (`Allocator::SIZED`): the ioctl refuses them first.
+        _ => return Err(EINVAL),
     }
     row.granted = granted as u64;
     Ok(())
@@ -229,7 +201,7 @@ pub(crate) fn zone_dma_limits() -> (u32, usize) {
 /// The whole table as text (debugfs `size_classes`).
 pub(crate) fn write_table(live: &Live<'_>, f: &mut dyn core::fmt::Write) -> core::fmt::Result {
     writeln!(f, "allocator size granted slack_pct zone phys_lo phys_hi result")?;
-    for alloc in SizedAlloc::ALL {
+    for alloc in Allocator::SIZED {
         for size in SIZES {
             let r = measure(live, alloc, size);
             writeln!(

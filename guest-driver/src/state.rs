@@ -436,6 +436,8 @@ impl irq::Handler for Dma24 {
         self.timing.irq();
         regs.set_reg32(REG_IRQ_STATUS, pending);
         bump(&self.stats.irqs, 1);
+        // Allocator lab: GFP_ATOMIC | GFP_DMA in the handler, when asked.
+        crate::lab_gfp::in_irq_handler();
         self.done.complete();
         IrqReturn::Handled
     }

@@ -148,6 +148,7 @@ fn with_device_failed(e: Error) -> bool {
 
 mod alloc_lab;
 mod alloc_lab2;
+mod alloc_lab3;
 mod faults;
 mod lifecycle;
 mod probe;

@@ -23,6 +23,10 @@
 //! - `dma24-tool sizes [DEV]`: the size-class table, measured by the driver
 //!   (`DMA24_IOC_SIZE_CLASS` per allocator and size, then
 //!   `DMA24_IOC_ZONE_DMA_LIMITS`), one `dma24-tool: size ...` line per row.
+//! - `dma24-tool boot-cma [DEV]`: the boot-time reservation (`lab.rs`): one
+//!   6 MiB round trip through `dma_alloc_coherent()` memory; `dma24-tool: ok
+//!   ...` and exit 0 with a CMA area inside ZONE_DMA (`cma=8M@0-16M`), exit 3
+//!   with `dma24-tool: boot-cma refused: ENOMEM ...` without one.
 //! - `dma24-tool boot-done`: tells the VMM the guest has booted (writes the
 //!   boot-timer magic to dmalab's debug port 0xf5).
 //! - `dma24-tool exit STATUS`: ends the VM through dmalab's exit port 0xf4
@@ -103,6 +107,9 @@ fn main() -> ExitCode {
             }
         },
         Some("sizes") => sizes(args.get(2).map_or("/dev/dma24-0", String::as_str)),
+        Some("boot-cma") => {
+            lab::boot_cma_command(args.get(2).map_or("/dev/dma24-0", String::as_str))
+        }
         Some("boot-done") => boot_done(),
         Some("exit") => match args.get(2).map(|s| s.parse::<u8>()) {
             Some(Ok(status)) => exit_vm(status),
@@ -113,7 +120,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | boot-done | exit STATUS"
+                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | boot-cma [DEVICE] | boot-done | exit STATUS"
             );
             ExitCode::from(2)
         }
@@ -211,7 +218,11 @@ fn alloc(n: u32, path: &str) -> ExitCode {
         println!("dma24-tool: lab {name}: DMA24_IOC_SET_ALLOC failed: {e}");
         return ExitCode::FAILURE;
     }
-    let len = if n >= 8 { lab::VIRT_BUF_LEN } else { 4096 };
+    let len = if n == 8 || n == 9 {
+        lab::VIRT_BUF_LEN
+    } else {
+        4096
+    };
     let seed = LAB_SEED.wrapping_add(u8::try_from(n).unwrap_or(0));
     let code = match transfer(&mut dev, LAB_OFFSET, len, seed) {
         Ok(()) => {

@@ -254,7 +254,6 @@ fn sigkill_loses_at_most_the_queue() {
             killed = true;
         }
     });
-    let _ = log;
     // Every checkpoint logged before the kill is in the pipe: count them all.
     let logged = log
         .iter()
@@ -270,9 +269,19 @@ fn sigkill_loses_at_most_the_queue() {
     let lost_min = ((logged - 1) * per + 1).saturating_sub(last);
     let lost_max = (logged * per).saturating_sub(last);
     let gaps = last - t.records.len() as u64;
+    // The flood's rate, from the checkpoints' times ("... at 123.4 ms").
+    let ms: Vec<f64> = log
+        .iter()
+        .filter(|l| l.contains("guest checkpoint"))
+        .filter_map(|l| l.rsplit(" at ").next()?.strip_suffix(" ms")?.parse().ok())
+        .collect();
+    let rate = match (ms.first(), ms.last()) {
+        (Some(a), Some(b)) if b > a => (ms.len() - 1) as f64 * per as f64 / (b - a) * 1000.0,
+        _ => 0.0,
+    };
     eprintln!(
-        "SIGKILL: {} records in the file, last seq {last}, {gaps} dropped on a full queue before; \
-         lost to the kill: {lost_min}..={lost_max} records",
+        "\nSIGKILL: flood at {rate:.0} STARTs/s; {} records in the file, last seq {last}, \
+         {gaps} dropped on a full queue before; lost to the kill: {lost_min}..={lost_max} records",
         t.records.len()
     );
     assert!(

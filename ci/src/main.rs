@@ -139,8 +139,13 @@ fn run_tests(extra: &[String]) -> Result<(), TaskError> {
 /// The workspace's formatting and lints (the `[workspace.lints]` table in
 /// Cargo.toml, warnings as errors), first: they are cheap next to the boots.
 fn run_lints() -> Result<(), TaskError> {
-    let checks: [(&'static str, &[&str]); 2] = [
+    let checks: [(&'static str, &[&str]); 3] = [
         ("fmt --all --check", &["fmt", "--all", "--check"]),
+        // The fuzz crate is a workspace of its own (fuzz/README.md).
+        (
+            "fmt --manifest-path fuzz/Cargo.toml --check",
+            &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"],
+        ),
         (
             "clippy --workspace --all-targets -- -D warnings",
             &[

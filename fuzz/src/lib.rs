@@ -255,8 +255,10 @@ impl SharedBuf {
     }
 }
 
-/// Checks every record that says bytes moved: its effective range (split
-/// where it wraps at the mask) is guest RAM, and it is inside the mask.
+/// Checks every record that says bytes moved: its effective range is inside
+/// the mask and guest RAM, piece by piece where it wraps at the mask (an
+/// access longer than the mask's span wraps more than once: a counter with
+/// only `bits` bits does).
 pub fn assert_moves_inside_ram(records: &[DmaRecord], layout: &Layout, mask: u64) {
     for r in records.iter().filter(|r| r.outcome.moved()) {
         let eff = r
@@ -267,13 +269,15 @@ pub fn assert_moves_inside_ram(records: &[DmaRecord], layout: &Layout, mask: u64
             eff <= mask,
             "effective address {eff:#x} beyond mask {mask:#x}"
         );
-        let first = (mask - eff).saturating_add(1).min(r.len);
-        assert!(layout.holds(eff, first), "moved bytes outside RAM: {r:?}");
-        if first < r.len {
+        let (mut addr, mut left) = (eff, r.len);
+        while left > 0 {
+            let piece = (mask - addr).saturating_add(1).min(left);
             assert!(
-                layout.holds(0, r.len - first),
-                "wrapped bytes outside RAM: {r:?}"
+                layout.holds(addr, piece),
+                "moved bytes outside RAM at {addr:#x}: {r:?}"
             );
+            left -= piece;
+            addr = addr.wrapping_add(piece) & mask;
         }
     }
 }

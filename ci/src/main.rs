@@ -10,6 +10,9 @@
 //!   of skipping).
 //! - `bench`: boot time against QEMU, VMM start-up and memory, MMIO dispatch,
 //!   DMA throughput: a table with targets, and JSON (see bench/mod.rs).
+//! - `fuzz`: build the libFuzzer targets of `fuzz/` and run them
+//!   (`fuzz --help`-less: `[--seconds N] [--runs N] [TARGET...]`, see fuzz.rs);
+//!   `test` runs a few seconds of each.
 //! - `setup`: the host tools the tests need beyond the image recipe's
 //!   (chromium, for the trace report's browser test); `test` runs it too.
 //!
@@ -19,6 +22,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod tally;
 
 use std::process::{Command, ExitCode};
@@ -28,7 +32,7 @@ use ci::build::{self, BuildError};
 use thiserror::Error;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <images|demo|test|bench|setup>");
+    eprintln!("usage: cargo xtask <images|demo|test|bench|fuzz|setup>");
     eprintln!(
         "  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)"
     );
@@ -38,6 +42,10 @@ fn usage() -> ExitCode {
     );
     eprintln!(
         "  bench    measure boot (dmalab vs QEMU), memory, MMIO dispatch, DMA; `bench --help`"
+    );
+    eprintln!(
+        "  fuzz     run the fuzz targets: fuzz [--seconds N] [--runs N] [TARGET...] ({})",
+        fuzz::TARGETS.join(", ")
     );
     eprintln!("  setup    install the host tools the tests need (chromium)");
     ExitCode::from(2)
@@ -54,6 +62,8 @@ enum TaskError {
     Demo(#[from] demo::DemoError),
     #[error(transparent)]
     Bench(#[from] bench::BenchError),
+    #[error(transparent)]
+    Fuzz(#[from] fuzz::FuzzError),
     #[error("cannot run cargo test: {0}")]
     Spawn(std::io::Error),
     #[error("cargo test --workspace failed ({0})")]
@@ -76,6 +86,7 @@ fn main() -> ExitCode {
             .map_err(TaskError::from),
         Some("test") => run_tests(&args[1..]),
         Some("bench") => bench::run(&args[1..]).map_err(TaskError::from),
+        Some("fuzz") => fuzz::run(&args[1..]).map_err(TaskError::from),
         _ => return usage(),
     };
     match result {
@@ -92,6 +103,7 @@ fn main() -> ExitCode {
 /// (cargo's own last line is the doc-tests', often "0 passed").
 fn run_tests(extra: &[String]) -> Result<(), TaskError> {
     run_lints()?;
+    fuzz::smoke()?;
     let dir = build::images()?;
     let dmalab = build::dmalab()?;
     // The report's browser test needs it; CI machines start without one.
@@ -127,8 +139,13 @@ fn run_tests(extra: &[String]) -> Result<(), TaskError> {
 /// The workspace's formatting and lints (the `[workspace.lints]` table in
 /// Cargo.toml, warnings as errors), first: they are cheap next to the boots.
 fn run_lints() -> Result<(), TaskError> {
-    let checks: [(&'static str, &[&str]); 2] = [
+    let checks: [(&'static str, &[&str]); 3] = [
         ("fmt --all --check", &["fmt", "--all", "--check"]),
+        // The fuzz crate is a workspace of its own (fuzz/README.md).
+        (
+            "fmt --manifest-path fuzz/Cargo.toml --check",
+            &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"],
+        ),
         (
             "clippy --workspace --all-targets -- -D warnings",
             &[

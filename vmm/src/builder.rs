@@ -108,7 +108,12 @@ impl VmBuilder {
         // The trace file too: an unwritable path is the user's to fix. Its
         // clock (t_ns in every record) starts here, at VM creation.
         let trace = match (&cfg.device, &cfg.trace) {
-            (Some(dev), Some(path)) => Some(pci::open_trace(path, dev, inputs.mem_size)?),
+            (Some(dev), Some(path)) => Some(pci::open_trace(
+                path,
+                dev,
+                inputs.mem_size,
+                cfg.trace_max_size,
+            )?),
             _ => None,
         };
 

@@ -139,6 +139,11 @@ pub struct RunArgs {
     /// attempted) to FILE; needs --device.
     #[arg(long, value_name = "FILE", requires = "device")]
     pub trace: Option<PathBuf>,
+    /// Size cap of the trace file (bytes, or K/M/G): records past it are
+    /// dropped and counted in the footer, the VM goes on.
+    #[arg(long, value_name = "SIZE", default_value = "256M",
+          value_parser = device_model::trace::parse_size)]
+    pub trace_max_size: u64,
     /// Load this kernel module (.ko) in the guest instead of the images'
     /// dmalab.ko, without rebuilding the initramfs (vmm/src/initrd_module.rs).
     #[arg(long, value_name = "FILE")]
@@ -236,6 +241,7 @@ impl RunArgs {
             stdin: !self.no_stdin,
             device: self.device,
             trace: self.trace,
+            trace_max_size: self.trace_max_size,
             module: self.module,
             module_args: self.module_args,
         }

@@ -23,7 +23,7 @@ use linux_loader::loader::{BzImage, KernelLoader};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::memory::{low_ram_end, HIGHMEM_START, INITRD_ADDR_MAX, MIB};
+use crate::memory::{low_ram_end, HIGHMEM_START, INITRD_ADDR_MAX, MAX_MEM_MIB, MIB};
 
 /// Memory the guest kernel needs beyond its image and the initrd (and the
 /// initrd's unpacked copy) to boot: page structs, slabs, the early stack.
@@ -205,6 +205,7 @@ pub fn inspect_kernel(path: &Path) -> Result<KernelInfo, LoaderError> {
         if end == 0 {
             return Err(not("an ELF file without loadable segments".into()));
         }
+        check_kernel_end(end).map_err(not)?;
         return Ok(KernelInfo {
             path: path.to_path_buf(),
             format: KernelFormat::Elf,
@@ -226,7 +227,11 @@ pub fn inspect_kernel(path: &Path) -> Result<KernelInfo, LoaderError> {
         }
         let pref_address = u64_at(&head, 0x258);
         let init_size = u64::from(u32_at(&head, 0x260));
-        let end = pref_address.max(HIGHMEM_START) + init_size;
+        let end = pref_address
+            .max(HIGHMEM_START)
+            .checked_add(init_size)
+            .ok_or_else(|| not("a bzImage whose pref_address + init_size wraps around".into()))?;
+        check_kernel_end(end).map_err(not)?;
         return Ok(KernelInfo {
             path: path.to_path_buf(),
             format: KernelFormat::BzImage,
@@ -277,15 +282,31 @@ fn inspect_initrd_part(path: &Path) -> Result<InitrdPart, LoaderError> {
     })
 }
 
+/// A kernel must end inside the largest guest RAM dmalab can give (found by
+/// fuzzing: an ELF segment ending near 2^64 overflowed the memory sums).
+fn check_kernel_end(end: u64) -> Result<(), String> {
+    let max = MAX_MEM_MIB * MIB;
+    if end > max {
+        return Err(format!(
+            "it ends at {end:#x}, beyond the largest guest RAM dmalab supports ({MAX_MEM_MIB} MiB)"
+        ));
+    }
+    Ok(())
+}
+
 fn page_align_up(x: u64) -> u64 {
-    x.div_ceil(4096) * 4096
+    x.div_ceil(4096).saturating_mul(4096)
 }
 
 /// Minimum guest RAM for this kernel and initrd, in bytes: the kernel image,
 /// the initrd twice (the cpio and its unpacked files), and [`GUEST_HEADROOM`].
 pub fn min_guest_memory(kernel: &KernelInfo, initrd: Option<&InitrdInfo>) -> u64 {
     let initrd = initrd.map_or(0, |i| page_align_up(i.size));
-    (page_align_up(kernel.end) + 2 * initrd + GUEST_HEADROOM).div_ceil(MIB) * MIB
+    page_align_up(kernel.end)
+        .saturating_add(initrd.saturating_mul(2))
+        .saturating_add(GUEST_HEADROOM)
+        .div_ceil(MIB)
+        .saturating_mul(MIB)
 }
 
 /// Fail early with a clear message when `mem` cannot hold kernel and initrd.
@@ -524,6 +545,22 @@ pub(crate) mod tests {
         };
         assert!(check_memory(&k, Some(&i), 32 * MIB).is_err());
         assert!(check_memory(&k, Some(&i), 40 * MIB).is_ok());
+    }
+
+    /// Fuzzing regression (kernel_loader): a segment ending near 2^64 made
+    /// min_guest_memory overflow; now it is refused by name.
+    #[test]
+    fn kernel_ending_beyond_guest_ram_is_refused() {
+        let t = file_with(&tiny_elf(0xffff_ffff_ffff_0000, &[0xf4], 0xffff, None));
+        let e = inspect_kernel(t.as_path()).unwrap_err().to_string();
+        assert!(e.contains("beyond the largest guest RAM"), "{e}");
+        let k = KernelInfo {
+            path: "x".into(),
+            format: KernelFormat::Elf,
+            end: u64::MAX,
+        };
+        assert_eq!(min_guest_memory(&k, None), u64::MAX); // saturates
+        assert!(check_memory(&k, None, 64 * MIB).is_err());
     }
 
     #[test]

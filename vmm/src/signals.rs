@@ -30,6 +30,11 @@ pub fn block_stop_signals() {
     if r != 0 {
         log::warn!("cannot block SIGINT/SIGTERM: error {r}; Ctrl-C will not close the trace");
     }
+    // A file-size limit (ulimit -f) must not kill the VM: ignored, SIGXFSZ
+    // becomes an EFBIG write error, which the trace writer handles like a
+    // full disk (device-model's trace/limit.rs).
+    // SAFETY: SIG_IGN is a valid disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
 /// Starts the thread that turns SIGINT/SIGTERM into a stop request.

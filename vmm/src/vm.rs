@@ -50,6 +50,8 @@ pub struct VmConfig {
     pub device: Option<device_model::Dma24Config>,
     /// Where the device's DMA trace goes.
     pub trace: Option<PathBuf>,
+    /// Size cap of the trace file in bytes (device_model::trace::limit).
+    pub trace_max_size: u64,
     /// A kernel module put in front of the initrd for /init to load.
     pub module: Option<PathBuf>,
     pub module_args: Option<String>,
@@ -268,7 +270,12 @@ mod tests {
         let e = VmError::Cmdline(CmdlineError::TooLong { len: 9999 });
         assert_eq!(e.exit_code(), ExitCode::Usage);
         let spec = crate::pci::parse_device_spec("dma24").unwrap();
-        let trace = crate::pci::open_trace(Path::new("/nonexistent-dir/t.jsonl"), &spec, 64 << 20);
+        let trace = crate::pci::open_trace(
+            Path::new("/nonexistent-dir/t.jsonl"),
+            &spec,
+            64 << 20,
+            device_model::trace::DEFAULT_MAX_SIZE,
+        );
         let e = VmError::Attach(trace.err().unwrap());
         assert_eq!(e.exit_code(), ExitCode::Usage);
     }
@@ -290,6 +297,7 @@ mod tests {
             stdin: false,
             device: None,
             trace: None,
+            trace_max_size: device_model::trace::DEFAULT_MAX_SIZE,
             module: None,
             module_args: None,
         };

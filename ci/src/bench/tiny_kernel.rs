@@ -6,51 +6,12 @@ use std::process::{Command, Stdio};
 use super::console::log_number;
 use super::guest::MEM_MIB;
 
-/// A minimal PVH kernel: an x86-64 ELF with one PT_LOAD at 1 MiB and a
-/// `XEN_ELFNOTE_PHYS32_ENTRY` note, entered in 32-bit protected mode, whose
-/// code writes status 0 to dmalab's exit port (`mov al, 0; out 0xf4, al;
-/// hlt`). Booting it measures the VMM's own start-up, without the copy of a
-/// real kernel and initrd into guest RAM.
+/// A minimal PVH kernel (`ci::tiny_guest`) whose code writes status 0 to
+/// dmalab's exit port (`mov al, 0; out 0xf4, al; hlt`). Booting it measures
+/// the VMM's own start-up, without the copy of a real kernel and initrd
+/// into guest RAM.
 pub fn tiny_pvh_elf() -> Vec<u8> {
-    const BASE32: u32 = 0x10_0000;
-    const BASE: u64 = BASE32 as u64;
-    let code: &[u8] = &[0xb0, 0x00, 0xe6, 0xf4, 0xf4, 0xeb, 0xfe];
-    let mut note = Vec::new();
-    note.extend_from_slice(&4u32.to_le_bytes()); // name size
-    note.extend_from_slice(&4u32.to_le_bytes()); // desc size
-    note.extend_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
-    note.extend_from_slice(b"Xen\0");
-    note.extend_from_slice(&BASE32.to_le_bytes());
-    let code_off = 64 + 2 * 56u64;
-    let note_off = code_off + code.len() as u64;
-    let mut v = vec![0u8; 64];
-    v[..4].copy_from_slice(b"\x7fELF");
-    v[4] = 2; // 64-bit
-    v[5] = 1; // little-endian
-    v[6] = 1; // version
-    v[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    v[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
-    v[20..24].copy_from_slice(&1u32.to_le_bytes());
-    v[24..32].copy_from_slice(&BASE.to_le_bytes()); // entry
-    v[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
-    v[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
-    v[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
-    v[56..58].copy_from_slice(&2u16.to_le_bytes()); // phnum
-    let phdr = |kind: u32, off: u64, addr: u64, size: u64, memsz: u64| {
-        let mut p = vec![0u8; 56];
-        p[0..4].copy_from_slice(&kind.to_le_bytes());
-        p[8..16].copy_from_slice(&off.to_le_bytes());
-        p[16..24].copy_from_slice(&addr.to_le_bytes());
-        p[24..32].copy_from_slice(&addr.to_le_bytes());
-        p[32..40].copy_from_slice(&size.to_le_bytes());
-        p[40..48].copy_from_slice(&memsz.to_le_bytes());
-        p
-    };
-    v.extend(phdr(1, code_off, BASE, code.len() as u64, 0x1000)); // PT_LOAD
-    v.extend(phdr(4, note_off, 0, note.len() as u64, note.len() as u64)); // PT_NOTE
-    v.extend_from_slice(code);
-    v.extend_from_slice(&note);
-    v
+    ci::tiny_guest::pvh_elf(ci::tiny_guest::EXIT_CODE)
 }
 
 /// VMM start to first guest instruction with the tiny kernel, `runs` times

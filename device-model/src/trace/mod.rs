@@ -11,6 +11,7 @@
 //! the queue is full a record is dropped and counted, and the count is in the
 //! footer (and sequence numbers have a gap where it was).
 
+mod limit;
 pub mod read;
 mod sink;
 pub mod summary;
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use limit::{human, parse_size, Stop, DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub use read::{read, Completeness, ReadError, Record, Trace, TraceReader};
 pub use sink::{TraceError, TraceOptions, TraceSink, TraceStats, DEFAULT_QUEUE_CAPACITY};
 
@@ -229,9 +231,14 @@ pub struct MemoryLayout {
 pub struct TraceFooter {
     /// DMA records written.
     pub records: u64,
-    /// Records dropped because the queue was full (each left a gap in seq).
+    /// Records dropped because the queue was full or the size cap was
+    /// reached (each left a gap in seq).
     pub dropped: u64,
     pub t_ns: u64,
+    /// The size cap (bytes), present when records were dropped to keep the
+    /// file under it (`limit.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
 }
 
 /// Hands events to the sink, or only counts them when tracing is off, so

@@ -62,11 +62,17 @@ pub enum Completeness {
 impl fmt::Display for Completeness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Completeness::Complete(ft) => write!(
-                f,
-                "complete: {} records written, {} dropped",
-                ft.records, ft.dropped
-            ),
+            Completeness::Complete(ft) => {
+                write!(
+                    f,
+                    "complete: {} records written, {} dropped",
+                    ft.records, ft.dropped
+                )?;
+                match ft.max_size {
+                    Some(max) => write!(f, " (size cap of {} reached)", super::human(max)),
+                    None => Ok(()),
+                }
+            }
             Completeness::Incomplete { records } => {
                 write!(f, "incomplete: {records} records, no footer")
             }
@@ -126,6 +132,10 @@ impl<R: BufRead> Lines<R> {
             };
             return Some(match parsed {
                 Ok(r) => Ok(r),
+                // A last line without its newline that does not parse was cut
+                // short (the VMM was killed, or its disk filled mid-write):
+                // the trace ends before it, incomplete.
+                Err(_) if !self.buf.ends_with('\n') && self.line > 1 => return None,
                 Err(_) if self.line == 1 && !text.contains("\"header\"") => {
                     Err(ReadError::MissingHeader {
                         found: format!("`{}`", shorten(text)),
@@ -313,6 +323,22 @@ mod tests {
             t.completeness().to_string(),
             "complete: 4 records written, 1 dropped"
         );
+    }
+
+    #[test]
+    fn a_cut_last_line_ends_the_trace() {
+        let mut t = text(&[HEADER, RECORDS[0]]);
+        t.push_str(&RECORDS[1][..40]);
+        let mut r = TraceReader::new(t.as_bytes()).unwrap();
+        assert_eq!(r.by_ref().count(), 1);
+        assert_eq!(
+            r.completeness().to_string(),
+            "incomplete: 1 records, no footer"
+        );
+        // The same bytes with a newline are a broken record, named.
+        t.push('\n');
+        let mut r = TraceReader::new(t.as_bytes()).unwrap();
+        assert!(r.nth(1).unwrap().is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::limit::{Budget, DEFAULT_MAX_SIZE};
 use super::{
     DmaEvent, DmaLine, Hex, MemoryLayout, TraceFooter, TraceHeader, HASH_NAME, TRACE_VERSION,
 };
@@ -43,6 +44,9 @@ pub struct TraceOptions {
     /// The guest's address map, written in the header (the device model
     /// does not know it; the VMM does).
     pub memory: Option<MemoryLayout>,
+    /// Size cap of the file in bytes (see `limit.rs`): records past it are
+    /// dropped and counted.
+    pub max_size: u64,
 }
 
 impl Default for TraceOptions {
@@ -52,6 +56,7 @@ impl Default for TraceOptions {
             capacity: DEFAULT_QUEUE_CAPACITY,
             hash: true,
             memory: None,
+            max_size: DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -64,13 +69,26 @@ pub enum TraceError {
     Write { path: String, reason: String },
     #[error("cannot start the trace writer thread: {0}")]
     Thread(String),
+    #[error(
+        "trace file {path} stopped early: {stop}; {records} records written, {dropped} dropped, \
+         no footer (free space on its disk, or choose another --trace path)"
+    )]
+    Full {
+        path: String,
+        stop: String,
+        records: u64,
+        dropped: u64,
+    },
 }
 
 /// What a finished trace contains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceStats {
     pub records: u64,
+    /// Records lost to a full queue or to the size cap.
     pub dropped: u64,
+    /// The size cap, when records were dropped because of it.
+    pub capped: Option<u64>,
 }
 
 /// A handle on a trace file being written. Cheap to clone; the file is
@@ -83,7 +101,7 @@ pub struct TraceSink {
 
 struct Handle {
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<Result<TraceStats, String>>>>,
+    writer: Mutex<Option<JoinHandle<Result<TraceStats, TraceError>>>>,
     result: Mutex<Option<Result<TraceStats, TraceError>>>,
     path: String,
 }
@@ -95,6 +113,8 @@ struct Shared {
     bdf: String,
     capacity: usize,
     hash: bool,
+    max_size: u64,
+    path: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -168,8 +188,8 @@ impl TraceSink {
             queue_capacity: capacity,
             memory: options.memory.clone(),
         };
-        write_tagged(&mut out, "header", &header)
-            .and_then(|()| out.flush())
+        let header_len = write_tagged(&mut out, "header", &header)
+            .and_then(|n| out.flush().map(|()| n))
             .map_err(|e| TraceError::Write {
                 path: name.clone(),
                 reason: describe(&e),
@@ -187,11 +207,13 @@ impl TraceSink {
             bdf: config.bdf.clone(),
             capacity,
             hash: options.hash,
+            max_size: options.max_size,
+            path: name.clone(),
         });
         let thread_shared = Arc::clone(&shared);
         let writer = thread::Builder::new()
             .name("dma24-trace".into())
-            .spawn(move || write_loop(&thread_shared, out))
+            .spawn(move || write_loop(&thread_shared, out, header_len))
             .map_err(|e| TraceError::Thread(e.to_string()))?;
         Ok(TraceSink {
             handle: Arc::new(Handle {
@@ -260,10 +282,7 @@ impl Handle {
         let joined = lock(&self.writer).take().map(JoinHandle::join);
         let r = match joined {
             Some(Ok(Ok(stats))) => Ok(stats),
-            Some(Ok(Err(reason))) => Err(TraceError::Write {
-                path: self.path.clone(),
-                reason,
-            }),
+            Some(Ok(Err(e))) => Err(e),
             _ => Err(TraceError::Write {
                 path: self.path.clone(),
                 reason: "trace writer thread panicked".into(),
@@ -282,22 +301,33 @@ impl Drop for Handle {
     }
 }
 
-fn write_tagged<T: serde::Serialize>(out: &mut impl Write, tag: &str, value: &T) -> io::Result<()> {
+/// Writes one `{"type":"<tag>",...}` line; returns its length in bytes.
+fn write_tagged<T: serde::Serialize>(
+    out: &mut impl Write,
+    tag: &str,
+    value: &T,
+) -> io::Result<u64> {
     // `{"type":"<tag>",` + the object's fields without its opening brace.
     let body = serde_json::to_vec(value).map_err(io::Error::other)?;
-    write!(out, "{{\"type\":\"{tag}\",")?;
-    out.write_all(body.get(1..).unwrap_or_default())?;
-    out.write_all(b"\n")
+    let mut line = format!("{{\"type\":\"{tag}\",").into_bytes();
+    line.extend_from_slice(body.get(1..).unwrap_or_default());
+    line.push(b'\n');
+    out.write_all(&line)?;
+    Ok(line.len() as u64)
 }
 
 /// The writer thread: take a batch, format it, repeat; footer on close.
+/// Records count as written once a flush put them in the file; the limits
+/// (`limit.rs`) drop the rest, counted.
 fn write_loop(
     shared: &Shared,
     mut out: BufWriter<Box<dyn Write + Send>>,
-) -> Result<TraceStats, String> {
+    header_len: u64,
+) -> Result<TraceStats, TraceError> {
     let mut batch = Vec::new();
+    let mut line = Vec::with_capacity(512);
     let mut written = 0u64;
-    let mut failure: Option<String> = None;
+    let mut budget = Budget::new(&shared.path, shared.max_size, header_len);
     loop {
         let closed = {
             let mut q = lock(&shared.queue);
@@ -320,44 +350,62 @@ fn write_loop(
             std::mem::swap(&mut batch, &mut q.events);
             q.closed
         };
+        // Records of this batch handed to the writer but not yet flushed.
+        let mut pending = 0u64;
+        let first_seq = batch.first().map_or(0, |&(seq, _, _)| seq);
         for (seq, t_ns, event) in batch.drain(..) {
-            if failure.is_some() {
+            line.clear();
+            // Serializing plain fields into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut line, &DmaLine::new(seq, t_ns, &shared.bdf, &event));
+            line.push(b'\n');
+            if !budget.admit(seq, line.len() as u64) {
                 continue;
             }
-            let line = DmaLine::new(seq, t_ns, &shared.bdf, &event);
-            let res = serde_json::to_writer(&mut out, &line)
-                .map_err(io::Error::other)
-                .and_then(|()| out.write_all(b"\n"));
-            match res {
-                Ok(()) => written += 1,
-                Err(e) => failure = Some(describe(&e)),
+            match out.write_all(&line) {
+                Ok(()) => pending += 1,
+                Err(e) => {
+                    // This record and the unflushed ones before it are lost.
+                    budget.write_failed(describe(&e), first_seq, pending + 1);
+                    pending = 0;
+                }
             }
         }
-        if failure.is_none() {
-            if let Err(e) = out.flush() {
-                failure = Some(describe(&e));
+        if pending > 0 {
+            match out.flush() {
+                Ok(()) => written += pending,
+                Err(e) => budget.write_failed(describe(&e), first_seq, pending),
             }
         }
         if closed && lock(&shared.queue).events.is_empty() {
             break;
         }
     }
-    let dropped = lock(&shared.queue).dropped;
-    if let Some(reason) = failure {
-        return Err(reason);
+    let dropped = lock(&shared.queue).dropped + budget.dropped;
+    if let Some(stop @ super::limit::Stop::WriteFailed { .. }) = &budget.stop {
+        return Err(TraceError::Full {
+            path: shared.path.clone(),
+            stop: stop.to_string(),
+            records: written,
+            dropped,
+        });
     }
     let t_ns = u64::try_from(shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let footer = TraceFooter {
         records: written,
         dropped,
         t_ns,
+        max_size: budget.capped(),
     };
     write_tagged(&mut out, "footer", &footer)
-        .and_then(|()| out.flush())
-        .map_err(|e| describe(&e))?;
+        .and_then(|_| out.flush())
+        .map_err(|e| TraceError::Write {
+            path: shared.path.clone(),
+            reason: describe(&e),
+        })?;
     Ok(TraceStats {
         records: written,
         dropped,
+        capped: budget.capped(),
     })
 }
 
@@ -420,14 +468,16 @@ mod tests {
             sink.finish(),
             Ok(TraceStats {
                 records: 100,
-                dropped: 0
+                dropped: 0,
+                capped: None
             })
         );
         assert_eq!(
             sink.finish(),
             Ok(TraceStats {
                 records: 100,
-                dropped: 0
+                dropped: 0,
+                capped: None
             })
         );
         let v = lines(&buf);
@@ -503,6 +553,98 @@ mod tests {
         assert_eq!(v.last().unwrap()["dropped"], dropped);
         assert_eq!(v.last().unwrap()["records"], stats.records);
         assert_eq!(v.len() as u64, stats.records + 2);
+    }
+
+    #[test]
+    fn size_cap_drops_counts_and_keeps_the_footer() {
+        let buf = SharedBuf::default();
+        let opts = TraceOptions {
+            max_size: 8192,
+            ..TraceOptions::default()
+        };
+        let sink = TraceSink::from_writer(
+            "mem".into(),
+            Box::new(buf.clone()),
+            &Dma24Config::default(),
+            opts,
+        )
+        .unwrap();
+        for i in 1..=200 {
+            sink.submit(event(i));
+        }
+        let stats = sink.finish().unwrap();
+        assert_eq!(stats.capped, Some(8192));
+        assert_eq!(stats.records + stats.dropped, 200);
+        assert!(stats.records > 10 && stats.dropped > 100, "{stats:?}");
+        assert!(lock(&buf.0).len() <= 8192, "{} bytes", lock(&buf.0).len());
+        let v = lines(&buf);
+        assert_eq!(v.len() as u64, stats.records + 2);
+        let footer = v.last().unwrap();
+        assert_eq!(footer["max_size"], 8192);
+        assert_eq!(footer["dropped"], stats.dropped);
+    }
+
+    /// Accepts `room` bytes, then fails like a full disk.
+    struct FillsUp {
+        room: usize,
+        buf: SharedBuf,
+    }
+    impl Write for FillsUp {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            self.buf.write(&b[..n])
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn full_disk_drops_counts_and_says_so() {
+        let buf = SharedBuf::default();
+        let writer = FillsUp {
+            room: 4000,
+            buf: buf.clone(),
+        };
+        let sink = TraceSink::from_writer(
+            "disk".into(),
+            Box::new(writer),
+            &Dma24Config::default(),
+            TraceOptions::default(),
+        )
+        .unwrap();
+        let mut last = 0;
+        for i in 1..=300 {
+            last = sink.submit(event(i));
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(10)); // several batches
+            }
+        }
+        assert_eq!(last, 300, "submitting never stops");
+        let err = sink.finish().unwrap_err();
+        let TraceError::Full {
+            records, dropped, ..
+        } = err.clone()
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(records + dropped, 300);
+        assert!(dropped > 0 && records < 300);
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("trace file disk stopped early: write failed at record"),
+            "{msg}"
+        );
+        assert!(msg.contains("no footer"), "{msg}");
+        // What is in the file reads back as an incomplete trace.
+        let text = String::from_utf8(lock(&buf.0).clone()).unwrap();
+        let r = crate::trace::Trace::parse(&text).unwrap();
+        assert!(r.footer.is_none());
+        assert!(r.records.len() as u64 >= records);
     }
 
     #[test]

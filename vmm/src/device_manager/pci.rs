@@ -83,9 +83,13 @@ impl PciDevices {
         if let Some(sink) = dev.trace_sink() {
             match sink.finish() {
                 Ok(stats) => log::info!(
-                    "DMA trace closed: {} records, {} dropped",
+                    "DMA trace closed: {} records, {} dropped{}",
                     stats.records,
-                    stats.dropped
+                    stats.dropped,
+                    stats.capped.map_or_else(String::new, |max| format!(
+                        " (size cap of {} reached: --trace-max-size)",
+                        device_model::trace::human(max)
+                    ))
                 ),
                 Err(e) => log::error!("DMA trace: {e}"),
             }

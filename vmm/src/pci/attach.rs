@@ -54,11 +54,14 @@ pub fn parse_device_spec(spec: &str) -> Result<Dma24Config, AttachError> {
 
 /// Opens the trace file; done before the VM exists so a bad path is a plain
 /// usage error, and its clock starts at VM creation. The header records the
-/// guest's address map for `mem_size` bytes of RAM (for `trace view`).
+/// guest's address map for `mem_size` bytes of RAM (for `trace view`);
+/// `max_size` caps the file (the sink enforces it, see device-model's
+/// `trace/limit.rs`).
 pub fn open_trace(
     path: &Path,
     config: &Dma24Config,
     mem_size: u64,
+    max_size: u64,
 ) -> Result<TraceSink, AttachError> {
     let memory = MemoryLayout {
         ram: memory::ram_ranges(mem_size)
@@ -79,6 +82,7 @@ pub fn open_trace(
     };
     let options = TraceOptions {
         memory: Some(memory),
+        max_size,
         ..TraceOptions::default()
     };
     Ok(TraceSink::create_with(path, config, options)?)
@@ -142,10 +146,15 @@ mod tests {
     #[test]
     fn unwritable_trace_path_is_explained() {
         let c = parse_device_spec("dma24").unwrap();
-        let e = open_trace(Path::new("/nonexistent-dir/trace.jsonl"), &c, 128 << 20)
-            .err()
-            .expect("must fail")
-            .to_string();
+        let e = open_trace(
+            Path::new("/nonexistent-dir/trace.jsonl"),
+            &c,
+            128 << 20,
+            device_model::trace::DEFAULT_MAX_SIZE,
+        )
+        .err()
+        .expect("must fail")
+        .to_string();
         assert!(e.contains("/nonexistent-dir/trace.jsonl"), "{e}");
         assert!(e.contains("--trace"), "{e}");
     }

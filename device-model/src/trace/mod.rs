@@ -272,9 +272,41 @@ impl Tracer {
     }
 }
 
+/// The trace file of the `index`-th device (0-based, in `--device` order)
+/// when the user asked for `base`: device 0 writes `base` itself, device N
+/// writes `base`'s stem with `-N` before the extension (`t.jsonl`,
+/// `t-1.jsonl`, ...). One file per device, each with its own header (bdf,
+/// mask), so every reader and cross-check works on it unchanged. One
+/// definition for the VMM that writes the files and the harness that reads
+/// them.
+pub fn device_trace_path(base: &std::path::Path, index: usize) -> std::path::PathBuf {
+    if index == 0 {
+        return base.to_path_buf();
+    }
+    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match base.extension() {
+        Some(ext) => format!("{stem}-{index}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{index}"),
+    };
+    base.with_file_name(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_trace_file_per_device() {
+        use std::path::{Path, PathBuf};
+        let p = |s: &str, i| device_trace_path(Path::new(s), i);
+        assert_eq!(p("/r/t.jsonl", 0), PathBuf::from("/r/t.jsonl"));
+        assert_eq!(p("/r/t.jsonl", 1), PathBuf::from("/r/t-1.jsonl"));
+        assert_eq!(
+            p("/r/run.trace.jsonl", 3),
+            PathBuf::from("/r/run.trace-3.jsonl")
+        );
+        assert_eq!(p("trace", 2), PathBuf::from("trace-2"));
+    }
 
     #[test]
     fn hash_is_xxh3_64() {

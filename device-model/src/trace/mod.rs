@@ -224,6 +224,23 @@ pub struct MemoryLayout {
     pub mmio_window: Option<[Hex; 2]>,
 }
 
+/// A reset of the device's engine (a CTRL_RESET write: the driver's unbind,
+/// its probe, a timed-out transfer). It takes no sequence number of its own
+/// (seq stays the DMA records' gap-free count); `after_seq` places it: every
+/// DMA record with a higher seq was written after the reset. A record after
+/// a reset whose `transfer` is at most `last_transfer` is DMA the reset did
+/// not stop, unless it is `aborted` (the segment the reset cut short: no
+/// byte moved).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetRecord {
+    pub t_ns: u64,
+    pub bdf: String,
+    /// Seq of the last DMA record submitted before the reset (0: none).
+    pub after_seq: u64,
+    /// The last transfer number the device had started (0: none).
+    pub last_transfer: u64,
+}
+
 /// The last line of a complete trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceFooter {
@@ -261,6 +278,13 @@ impl Tracer {
 
     pub fn sink(&self) -> Option<&TraceSink> {
         self.sink.as_ref()
+    }
+
+    /// Records an engine reset after the events recorded so far.
+    pub fn reset(&self, last_transfer: u64) {
+        if let Some(sink) = &self.sink {
+            sink.submit_reset(last_transfer);
+        }
     }
 
     /// Records one event and returns its sequence number (1, 2, ...).

@@ -107,8 +107,25 @@ enum WriterState {
     Busy,
 }
 
+/// What the writer is handed, in submission order.
+enum Queued {
+    /// A DMA record (its seq in the tuple).
+    Dma(DmaEvent),
+    /// An engine reset (the tuple's seq is the last DMA record's before it).
+    Reset { last_transfer: u64 },
+}
+
+/// The serialized form of a reset ([`super::ResetRecord`], borrowed).
+#[derive(serde::Serialize)]
+struct ResetLine<'a> {
+    t_ns: u64,
+    bdf: &'a str,
+    after_seq: u64,
+    last_transfer: u64,
+}
+
 struct Queue {
-    events: Vec<(u64, u64, DmaEvent)>,
+    events: Vec<(u64, u64, Queued)>,
     next_seq: u64,
     dropped: u64,
     closed: bool,
@@ -219,7 +236,30 @@ impl TraceSink {
             return seq;
         }
         let t_ns = u64::try_from(shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        q.events.push((seq, t_ns, event));
+        q.events.push((seq, t_ns, Queued::Dma(event)));
+        Self::wake_writer(shared, q);
+        seq
+    }
+
+    /// Queues a reset record after everything submitted so far. Bounded
+    /// like the DMA records: a full queue drops it (counted in `dropped`),
+    /// so a guest writing CTRL_RESET in a loop cannot grow host memory.
+    pub fn submit_reset(&self, last_transfer: u64) {
+        let shared = &self.handle.shared;
+        let mut q = lock(&shared.queue);
+        if q.closed || q.events.len() >= shared.capacity {
+            q.dropped += 1;
+            return;
+        }
+        let t_ns = u64::try_from(shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let after_seq = q.next_seq - 1;
+        q.events
+            .push((after_seq, t_ns, Queued::Reset { last_transfer }));
+        Self::wake_writer(shared, q);
+    }
+
+    /// Wakes the writer if it sleeps, or lingers past the high-water mark.
+    fn wake_writer(shared: &Shared, q: MutexGuard<'_, Queue>) {
         let wake = match q.writer {
             WriterState::Idle => true,
             WriterState::Lingering => q.events.len() >= shared.capacity / 4,
@@ -229,7 +269,6 @@ impl TraceSink {
         if wake {
             shared.wake.notify_one();
         }
-        seq
     }
 
     /// Whether events should carry a hash of the bytes moved.
@@ -320,16 +359,30 @@ fn write_loop(
             std::mem::swap(&mut batch, &mut q.events);
             q.closed
         };
-        for (seq, t_ns, event) in batch.drain(..) {
+        for (seq, t_ns, queued) in batch.drain(..) {
             if failure.is_some() {
                 continue;
             }
-            let line = DmaLine::new(seq, t_ns, &shared.bdf, &event);
-            let res = serde_json::to_writer(&mut out, &line)
-                .map_err(io::Error::other)
-                .and_then(|()| out.write_all(b"\n"));
+            let res = match &queued {
+                Queued::Dma(event) => {
+                    let line = DmaLine::new(seq, t_ns, &shared.bdf, event);
+                    serde_json::to_writer(&mut out, &line)
+                        .map_err(io::Error::other)
+                        .and_then(|()| out.write_all(b"\n"))
+                }
+                Queued::Reset { last_transfer } => {
+                    let line = ResetLine {
+                        t_ns,
+                        bdf: &shared.bdf,
+                        after_seq: seq,
+                        last_transfer: *last_transfer,
+                    };
+                    write_tagged(&mut out, "reset", &line)
+                }
+            };
             match res {
-                Ok(()) => written += 1,
+                // The footer's `records` counts DMA records (resets have no seq).
+                Ok(()) => written += u64::from(matches!(queued, Queued::Dma(_))),
                 Err(e) => failure = Some(describe(&e)),
             }
         }

@@ -23,6 +23,12 @@
 //! - `dma24-tool sizes [DEV]`: the size-class table, measured by the driver
 //!   (`DMA24_IOC_SIZE_CLASS` per allocator and size, then
 //!   `DMA24_IOC_ZONE_DMA_LIMITS`), one `dma24-tool: size ...` line per row.
+//! - `dma24-tool stress SECONDS WORKERS DEV...`: WORKERS processes per
+//!   device transfer at once for SECONDS, every byte verified, the driver's
+//!   counters checked against the device's (see `stress.rs`).
+//! - `dma24-tool unbind DEV`: unbinds DEV's PCI device through sysfs while
+//!   it is open, mapped and transferring, checks ENODEV, binds it again
+//!   (see `unbind.rs`).
 //! - `dma24-tool boot-done`: tells the VMM the guest has booted (writes the
 //!   boot-timer magic to dmalab's debug port 0xf5).
 //! - `dma24-tool exit STATUS`: ends the VM through dmalab's exit port 0xf4
@@ -34,6 +40,8 @@ use dma24_tool::pattern;
 
 mod bench;
 mod lab;
+mod stress;
+mod unbind;
 mod zc_commands;
 mod zerocopy;
 
@@ -103,6 +111,18 @@ fn main() -> ExitCode {
             }
         },
         Some("sizes") => sizes(args.get(2).map_or("/dev/dma24-0", String::as_str)),
+        Some("stress") => match (args.get(2), args.get(3), args.get(4..)) {
+            (Some(secs), Some(workers), Some(devs)) if !devs.is_empty() => {
+                match (secs.parse(), workers.parse()) {
+                    (Ok(secs), Ok(workers)) => exit_for(stress::stress(secs, workers, devs)),
+                    _ => usage_stress(),
+                }
+            }
+            _ => usage_stress(),
+        },
+        Some("unbind") => exit_for(unbind::unbind(
+            args.get(2).map_or("/dev/dma24-0", String::as_str),
+        )),
         Some("boot-done") => boot_done(),
         Some("exit") => match args.get(2).map(|s| s.parse::<u8>()) {
             Some(Ok(status)) => exit_vm(status),
@@ -113,11 +133,16 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | boot-done | exit STATUS"
+                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | stress SECONDS WORKERS DEVICE... | unbind [DEVICE] | boot-done | exit STATUS"
             );
             ExitCode::from(2)
         }
     }
+}
+
+fn usage_stress() -> ExitCode {
+    eprintln!("usage: dma24-tool stress SECONDS WORKERS DEVICE... (WORKERS processes per device)");
+    ExitCode::from(2)
 }
 
 fn exit_for(failed: u32) -> ExitCode {

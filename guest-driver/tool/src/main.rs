@@ -6,7 +6,9 @@
 //!   per transfer and a result line the host harness parses:
 //!   `dma24-tool: result passed=N failed=M bytes_to_device=X bytes_from_device=Y`.
 //!   Then runs `mmap` and `zerocopy` on every `/dev/dma24-N` (the first one
-//!   also unbinds and rebinds its device while mapped).
+//!   also unbinds and rebinds its device while mapped); for N > 0 the
+//!   read/write cases too, all between `dma24-tool: device DEV begin` and
+//!   `... end` lines.
 //! - `dma24-tool mmap [DEV]`: the mmap buffer path, see `zerocopy.rs`;
 //!   result line `dma24-tool: mmap result passed=N failed=M`.
 //! - `dma24-tool zerocopy [DEV]`: the user-page path (zero copy, refusal,
@@ -76,7 +78,16 @@ fn main() -> ExitCode {
             for n in 0..8 {
                 let path = format!("/dev/dma24-{n}");
                 if std::path::Path::new(&path).exists() {
+                    // The other devices' lines between markers, so the harness
+                    // reads each device's lines against its own trace.
+                    if n > 0 {
+                        println!("dma24-tool: device {path} begin");
+                        failed += u32::from(selftest(&path) != ExitCode::SUCCESS);
+                    }
                     failed += zc_commands::mmap(&path, n == 0) + zc_commands::zerocopy(&path);
+                    if n > 0 {
+                        println!("dma24-tool: device {path} end");
+                    }
                 }
             }
             // `cargo xtask bench` boots with this word on the kernel command line.

@@ -53,6 +53,8 @@ pub struct Counters {
     pub spurious_irqs: u64,
     pub lost_irqs: u64,
     pub dev_transfers: u64,
+    /// REG_LAST_SEQ: the trace seq of the device's last finished transfer.
+    pub dev_last_seq: u64,
 }
 
 impl Counters {
@@ -68,6 +70,7 @@ impl Counters {
             spurious_irqs: c[9],
             lost_irqs: c[10],
             dev_transfers: c[11],
+            dev_last_seq: c[15],
         })
     }
 
@@ -81,6 +84,7 @@ impl Counters {
             spurious_irqs: self.spurious_irqs.wrapping_sub(before.spurious_irqs),
             lost_irqs: self.lost_irqs.wrapping_sub(before.lost_irqs),
             dev_transfers: self.dev_transfers.wrapping_sub(before.dev_transfers),
+            dev_last_seq: self.dev_last_seq,
         }
     }
 }
@@ -412,9 +416,11 @@ fn check_device(path: &str, dev: &File, before: &Counters) -> u32 {
         }
     };
     let d = after.since(before);
+    // seq_before..seq_after: the trace records of the run (nothing else
+    // transfers on the device meanwhile), for the harness' cross-check.
     println!(
-        "dma24-tool: stress device={path} starts={} dev_transfers={} transfers_ok={} transfers_failed={} irqs={} spurious_irqs={} lost_irqs={} timeouts={}",
-        d.starts, d.dev_transfers, d.transfers_ok, d.transfers_failed, d.irqs, d.spurious_irqs, d.lost_irqs, d.timeouts
+        "dma24-tool: stress device={path} starts={} dev_transfers={} transfers_ok={} transfers_failed={} irqs={} spurious_irqs={} lost_irqs={} timeouts={} seq_before={} seq_after={}",
+        d.starts, d.dev_transfers, d.transfers_ok, d.transfers_failed, d.irqs, d.spurious_irqs, d.lost_irqs, d.timeouts, before.dev_last_seq, after.dev_last_seq
     );
     let mut failed = 0;
     let mut expect = |ok: bool, what: &str| {

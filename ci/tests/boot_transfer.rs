@@ -116,8 +116,12 @@ fn kunit_truncate_intx() -> Option<&'static Booted> {
 /// [`module_userspace`] and [`module_userspace_mask32`], one device each.
 fn module_userspace_boot() -> Option<&'static Booted> {
     static RUN: OnceLock<Option<Booted>> = OnceLock::new();
-    once(&RUN, || {
-        spec(
+    once(&RUN, || GuestSpec {
+        // Two devices' tool runs, the stress run and the unbind on top of
+        // the module's KUnit run: at load 12 on the shared 2-core host the
+        // whole took more than 600 s (insmod alone ended at 435 s).
+        timeout: Duration::from_secs(1200),
+        ..spec(
             "module-userspace",
             "vmlinux",
             &format!("dmalab.stress={}", stress_unbind::STRESS_SECONDS),

@@ -24,6 +24,7 @@
 use crate::zerocopy::{self as zc, errno_name, Map, MmapXfer, XferUser};
 use dma24_tool::pattern;
 use std::fs::File;
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -188,8 +189,17 @@ fn mmap_xfer(dev: &File, offset: usize, len: usize, dir: u32) -> Result<(), Stri
     zc::ioctl(dev, zc::MMAP_XFER, &mut x).map_err(|e| format!("MMAP_XFER: {}", errno_name(&e)))
 }
 
-/// A worker's loop until `deadline`; returns its tally.
-fn work(path: &str, id: usize, region: &Region, mmap_len: usize, deadline: Instant) -> Tally {
+/// A worker: opens and maps, waits at `start` (EOF once every worker is
+/// forked: forks are seconds each on PVM hosts), then round trips for
+/// `seconds`; returns its tally.
+fn work(
+    path: &str,
+    id: usize,
+    region: &Region,
+    mmap_len: usize,
+    start: File,
+    seconds: u64,
+) -> Tally {
     let mut t = Tally::default();
     let fail = |t: &mut Tally, e: String| {
         t.failed += 1;
@@ -210,9 +220,19 @@ fn work(path: &str, id: usize, region: &Region, mmap_len: usize, deadline: Insta
             return t;
         }
     };
+    let mut gate = start;
+    let _ = gate.read(&mut [0u8; 1]);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    // The driver logs every bounced user-page transfer (a console line, slow
+    // on PVM): on a device that cannot reach user pages, every fourth turn
+    // of the user way only.
+    let bounces = zc::info(&dev).map_or(true, |i| i.mask_bits < 32);
     let mut i = 0usize;
     while Instant::now() < deadline && t.failed == 0 {
-        let way = i % 3;
+        let mut way = i % 3;
+        if way == 1 && bounces && !(i / 3).is_multiple_of(4) {
+            way = 0;
+        }
         let len = LENGTHS[(i / 3) % LENGTHS.len()].min(region.len);
         // Walk the start through the region in 64-byte steps.
         let start = region.offset + (i * 64) % (region.len - len + 1);
@@ -296,7 +316,15 @@ pub fn stress(seconds: u64, workers_per_dev: usize, devs: &[String]) -> u32 {
             return failed + 1;
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    // The start gate: every worker blocks reading it until the parent
+    // closes the write end after the last fork.
+    let (gate_rx, gate_tx) = match crate::unbind::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            println!("dma24-tool: FAIL stress: {e}");
+            return failed + 1;
+        }
+    };
     let mut children = Vec::new();
     for id in 0..workers {
         let d = id % devs.len();
@@ -309,7 +337,8 @@ pub fn stress(seconds: u64, workers_per_dev: usize, devs: &[String]) -> u32 {
         // (its own files and mappings) and leaves with `_exit`.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            let t = work(&devs[d], id, &region, mmap_len, deadline);
+            drop(gate_tx);
+            let t = work(&devs[d], id, &region, mmap_len, gate_rx, seconds);
             let slot = &mut results.bytes()[id * SLOTS * 8..(id + 1) * SLOTS * 8];
             let vals = [
                 t.round_trips,
@@ -335,7 +364,14 @@ pub fn stress(seconds: u64, workers_per_dev: usize, devs: &[String]) -> u32 {
         }
         children.push(pid);
     }
-    failed += reap(&children, deadline + GRACE);
+    drop(gate_tx);
+    drop(gate_rx);
+    let started = Instant::now();
+    println!(
+        "dma24-tool: stress {} workers forked and started",
+        children.len()
+    );
+    failed += reap(&children, started + Duration::from_secs(seconds) + GRACE);
     if let Some(old) = old_hung {
         let _ = std::fs::write(HUNG_TASK_SYSCTL, old);
     }

@@ -62,7 +62,7 @@ pub fn rebind(bdf: &str, path: &str) -> Result<(), String> {
 }
 
 /// A pipe, as two files (read end, write end).
-fn pipe() -> Result<(File, File), String> {
+pub fn pipe() -> Result<(File, File), String> {
     let mut fds = [0i32; 2];
     // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {

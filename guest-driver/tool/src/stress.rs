@@ -31,8 +31,11 @@ use std::time::{Duration, Instant};
 
 /// How long after the run's end a worker may still be busy before the
 /// parent calls it a deadlock (one transfer takes milliseconds; a wait for
-/// the device's interrupt times out after the driver's `timeout_ms`).
-const GRACE: Duration = Duration::from_secs(60);
+/// the device's interrupt times out after the driver's `timeout_ms`; at
+/// load 14 on the 2-core host one round trip took up to a minute).
+const GRACE: Duration = Duration::from_secs(300);
+/// Round trips every worker makes even past the deadline: one each way.
+const MIN_ROUND_TRIPS: usize = 3;
 /// The hung-task timeout for the run: any task blocked in D state this long
 /// is reported on the console ("blocked for more than N seconds").
 const HUNG_TASK_SECS: &str = "5";
@@ -228,7 +231,9 @@ fn work(
     // of the user way only.
     let bounces = zc::info(&dev).map_or(true, |i| i.mask_bits < 32);
     let mut i = 0usize;
-    while Instant::now() < deadline && t.failed == 0 {
+    // At least one round trip each way, however slow the host (a loaded
+    // PVM host made one round trip take seconds).
+    while (Instant::now() < deadline || i < MIN_ROUND_TRIPS) && t.failed == 0 {
         let mut way = i % 3;
         if way == 1 && bounces && !(i / 3).is_multiple_of(4) {
             way = 0;
@@ -394,8 +399,10 @@ pub fn stress(seconds: u64, workers_per_dev: usize, devs: &[String]) -> u32 {
         round_trips += v[0];
         bytes += v[1];
         worker_failed += v[2];
-        if v[0] == 0 {
-            println!("dma24-tool: FAIL stress worker={id}: no round trip in {seconds} s");
+        if v[0] < MIN_ROUND_TRIPS as u64 {
+            println!(
+                "dma24-tool: FAIL stress worker={id}: fewer than {MIN_ROUND_TRIPS} round trips"
+            );
             failed += 1;
         }
     }

@@ -163,17 +163,26 @@ fn device_view(b: &Booted, n: usize) -> Booted {
             continue;
         }
         // The driver's lines name their device (`dma24-M: ...`).
-        // Except what the boot-wide checks count: the planted DMA-API errors
-        // (`dma-api error_count` is one kernel-wide count) and the probe
-        // lines with the masks (the kernel's WARNINGs, also boot-wide, are
-        // expected by whether a 24-bit device is there).
-        let boot_wide = line.contains(": dma-api planted: ") || line.contains("-bit DMA mask, ");
+        // Every view keeps what the boot-wide checks count, inside sections
+        // too: the planted DMA-API errors (`dma-api error_count` is one
+        // kernel-wide count), the kernel's WARNINGs and sleep-in-atomic
+        // reports, and the probe lines with the masks (the WARNINGs expected
+        // depend on a 24-bit device being there).
+        let boot_wide = [
+            ": dma-api planted: ",
+            "-bit DMA mask, ",
+            "WARNING: ",
+            "BUG: sleeping function",
+        ]
+        .iter()
+        .any(|k| line.contains(k));
         let other_driver_line =
             !boot_wide && (0..8).any(|m| m != n && line.contains(&format!("dma24-{m}: ")));
-        let keep = match &section {
-            Some(dev) => *dev == mine,
-            None => !other_driver_line && (n == 0 || !line.contains("dma24-tool: ")),
-        };
+        let keep = boot_wide
+            || match &section {
+                Some(dev) => *dev == mine,
+                None => !other_driver_line && (n == 0 || !line.contains("dma24-tool: ")),
+            };
         if keep {
             console.push_str(line);
             console.push('\n');

@@ -97,8 +97,8 @@ fn concurrent_users_on_two_devices_match_each_trace() {
     );
     assert_eq!(
         workers.len(),
-        8,
-        "4 workers on each of 2 devices: {workers:?}"
+        6,
+        "3 workers on each of 2 devices: {workers:?}"
     );
     for w in &workers {
         assert!(field(w, "round_trips") > 0, "{w}");

@@ -15,14 +15,33 @@ fn initramfs_env(key: &str) -> Option<String> {
         .map(|v| v.trim_matches('"').to_string())
 }
 
+/// 0.6 MiB, the goal of issue 15.
+const BUDGET_GOAL_BYTES: u64 = 629_145;
+
+fn budget() -> u64 {
+    initramfs_env("INITRAMFS_BUDGET_BYTES")
+        .and_then(|v| v.parse().ok())
+        .expect("images/initramfs/initramfs.env has INITRAMFS_BUDGET_BYTES")
+}
+
+/// The budget itself stays at the goal: raising it must be a change here,
+/// with its reason, not a quiet edit of initramfs.env.
+#[test]
+fn the_budget_is_at_most_0_6_mib() {
+    let budget = budget();
+    assert!(
+        budget <= BUDGET_GOAL_BYTES,
+        "INITRAMFS_BUDGET_BYTES={budget} in images/initramfs/initramfs.env is over 0.6 MiB \
+         ({BUDGET_GOAL_BYTES}): shrink the initramfs instead (images/README.md)"
+    );
+}
+
 #[test]
 fn initramfs_stays_within_its_budget() {
     let Some(a) = Artifacts::for_test("initramfs_stays_within_its_budget") else {
         return;
     };
-    let budget: u64 = initramfs_env("INITRAMFS_BUDGET_BYTES")
-        .and_then(|v| v.parse().ok())
-        .expect("images/initramfs/initramfs.env has INITRAMFS_BUDGET_BYTES");
+    let budget = budget();
     let cpio = a.images.join("initramfs.cpio");
     let size = std::fs::metadata(&cpio)
         .unwrap_or_else(|e| panic!("{}: {e}", cpio.display()))

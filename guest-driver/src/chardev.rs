@@ -19,6 +19,7 @@
 use crate::{
     alloc_lab::{Allocator, Mapping, RoundTrip},
     state::{get, Dma24, IrqMode},
+    timing::Call,
     transfer::{Dir, CHUNK},
 };
 use core::marker::PhantomPinned;
@@ -433,6 +434,7 @@ impl MiscDevice for Dma24File {
             return Ok(0);
         }
         let start = usize::try_from(pos)?;
+        let _timed = dev.timing.call(Call::Rw);
         let done =
             user_transfer(&dev, start, len, Dir::FromDevice, &mut |piece| iov.copy_to_iter(piece))?;
         *kiocb.ki_pos_mut() = i64::try_from(start + done)?;
@@ -447,6 +449,7 @@ impl MiscDevice for Dma24File {
             return Ok(0);
         }
         let start = usize::try_from(pos)?;
+        let _timed = dev.timing.call(Call::Rw);
         let done =
             user_transfer(&dev, start, len, Dir::ToDevice, &mut |piece| iov.copy_from_iter(piece))?;
         *kiocb.ki_pos_mut() = i64::try_from(start + done)?;

@@ -21,6 +21,7 @@ pub(crate) fn populate<'data, 'dir>(dev: &'data Arc<Dma24>, dir: &'dir ScopedDir
     dir.read_callback_file(c"last_error", dev, &last_error);
     dir.read_callback_file(c"allocators", dev, &allocators);
     dir.read_callback_file(c"zerocopy", dev, &zerocopy);
+    dir.read_callback_file(c"timing", dev, &timing);
     dir.read_callback_file(c"size_classes", dev, &size_classes);
 }
 
@@ -32,6 +33,13 @@ fn zerocopy(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
 }
 
 /// Measured on every read: each allocator x each size of the lab's table.
+fn timing(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
+    for (key, value) in dev.timing.lines() {
+        writeln!(f, "{key} {value}")?;
+    }
+    Ok(())
+}
+
 fn size_classes(dev: &Arc<Dma24>, f: &mut Formatter<'_>) -> fmt::Result {
     match dev.with_live(|live| Ok(crate::lab_sizes::write_table(live, f))) {
         Ok(r) => r,

@@ -37,6 +37,8 @@ use kernel::{
 pub(crate) const GFP_DMA: bindings::gfp_t = 1 << bindings::___GFP_DMA_BIT;
 pub(crate) const RAW_GFP_KERNEL: bindings::gfp_t = bindings::GFP_KERNEL;
 pub(crate) const GFP_ZERO: bindings::gfp_t = bindings::__GFP_ZERO;
+/// `__GFP_NORETRY`, which the bindings give only as a bit number.
+pub(crate) const GFP_NORETRY: bindings::gfp_t = 1 << bindings::___GFP_NORETRY_BIT;
 /// `SLAB_CACHE_DMA`: the cache's slabs come from ZONE_DMA.
 const SLAB_CACHE_DMA: bindings::slab_flags_t = 1 << bindings::_slab_flag_bits__SLAB_CACHE_DMA;
 /// `SLAB_HWCACHE_ALIGN`: objects start on a cache line, so two objects never
@@ -44,7 +46,7 @@ const SLAB_CACHE_DMA: bindings::slab_flags_t = 1 << bindings::_slab_flag_bits__S
 const SLAB_HWCACHE_ALIGN: bindings::slab_flags_t =
     1 << bindings::_slab_flag_bits__SLAB_HWCACHE_ALIGN;
 /// `DMA_MAPPING_ERROR`, the handle every failed streaming mapping returns.
-const DMA_MAPPING_ERROR: DmaAddress = !0;
+pub(crate) const DMA_MAPPING_ERROR: DmaAddress = !0;
 /// Smallest kmalloc size handed out: one cache line, so a mapping never
 /// shares a cache line with another object.
 const MIN_KMALLOC: usize = 64;

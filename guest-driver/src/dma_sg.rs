@@ -8,17 +8,16 @@
 //!   `__dma_sync_sg_for_*` and unmapped + freed in `Drop`.
 //!   (`kernel::scatterlist::SGTable<Owned<_>>` only takes vmalloc pages and
 //!   gives no CPU access or sync after mapping, so it cannot bounce data.)
-//! - The same table over pages the driver does not own alone, for zero
-//!   copy: pinned user pages ([`crate::user_pages::UserPages`]) and pages of
-//!   the mmap buffer ([`crate::mmap_buf::MmapBuf`]). The CPU never touches
-//!   those through the mapping (user space may be using them).
+//! - The same table over pages the driver does not own, for zero copy:
+//!   pinned user pages ([`crate::user_pages::UserPages`]). The CPU never
+//!   touches those through the mapping (user space may be using them). The
+//!   mmap buffer has a standing mapping of its own ([`crate::mmap_dma`]).
 //!
 //! Mappings borrow the `&Device<Bound>` they were made with, so they cannot
 //! outlive the scope in which the device is known to be bound.
 
 use crate::{
-    dma_raw::{raw_dev, virt_to_phys, GFP_DMA, GFP_ZERO, RAW_GFP_KERNEL},
-    mmap_buf::MmapBuf,
+    dma_raw::{raw_dev, virt_to_phys, GFP_DMA, GFP_NORETRY, GFP_ZERO, RAW_GFP_KERNEL},
     user_pages::UserPages,
 };
 use core::ptr::NonNull;
@@ -30,7 +29,6 @@ use kernel::{
     page::{AsPageIter, BorrowedPage, PAGE_SIZE},
     prelude::*,
     scatterlist::SGTable,
-    sync::Arc,
 };
 
 /// Physical address of a page in the kernel's direct map (x86_64 has no
@@ -73,6 +71,41 @@ impl DmaPage {
         ret
     }
 
+    /// `count` pages that are physically contiguous, or `ENOMEM` (without
+    /// a warning, retry or reclaim stall) when ZONE_DMA has no free block
+    /// that large: one buddy block of the next power-of-two order, split into
+    /// independently reference-counted order-0 pages with `split_page()`,
+    /// the pages beyond `count` given back. That is what
+    /// `alloc_pages_exact()` does; the Rust bindings have no `virt_to_page()`
+    /// to turn its address into pages, so the driver does it on `struct page`.
+    pub(crate) fn contiguous(count: usize) -> Result<KVec<Self>> {
+        let order = count.next_power_of_two().trailing_zeros();
+        if count == 0 || order > bindings::MAX_PAGE_ORDER {
+            return Err(ENOMEM);
+        }
+        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        let gfp = RAW_GFP_KERNEL | GFP_DMA | GFP_ZERO | bindings::__GFP_NOWARN | GFP_NORETRY;
+        // SAFETY: FFI call without preconditions; the result is checked for NULL.
+        let head = NonNull::new(unsafe { bindings::alloc_pages(gfp, order) }).ok_or(ENOMEM)?;
+        // SAFETY: `head` is a non-compound block of `order` that we own (no `__GFP_COMP`).
+        unsafe { bindings::split_page(head.as_ptr(), order) };
+        let mut all_kept = true;
+        for i in 0..1usize << order {
+            // SAFETY: The `struct page`s of one buddy block are consecutive in the memory map
+            // (`split_page()` itself walks them as `page + i`); `i` is inside the block.
+            let page = unsafe { NonNull::new_unchecked(head.as_ptr().add(i)) };
+            // INVARIANT: after `split_page()` every page of the block is an order-0 page holding
+            // one reference, which is ours.
+            let page = Self(page);
+            if i < count {
+                // The capacity was reserved above; were it not, the page drops (is freed).
+                all_kept &= pages.push(page, GFP_KERNEL).is_ok();
+            }
+            // The pages beyond `count` drop here: freed one by one.
+        }
+        if all_kept { Ok(pages) } else { Err(ENOMEM) }
+    }
+
     /// The `struct page *`.
     pub(crate) fn as_raw(&self) -> *mut bindings::page {
         self.0.as_ptr()
@@ -106,13 +139,6 @@ enum SgPages {
     Vmalloc(VVec<u8>),
     /// Pinned user pages (zero copy, no CPU access).
     User(UserPages),
-    /// `count` pages of the mmap buffer from page `first` (zero copy, no CPU access: user space
-    /// owns the bytes).
-    Shared {
-        buf: Arc<MmapBuf>,
-        first: usize,
-        count: usize,
-    },
 }
 
 /// A buffer that is not physically contiguous, for scatter-gather DMA.
@@ -166,23 +192,6 @@ impl SgBuf {
         }
     }
 
-    /// `len` bytes of the mmap buffer `buf` from byte `at`; `EINVAL` unless
-    /// they are inside it.
-    pub(crate) fn mmap_range(buf: Arc<MmapBuf>, at: usize, len: usize) -> Result<Self> {
-        match at.checked_add(len) {
-            Some(end) if len > 0 && end <= buf.len() => {
-                let first = at / PAGE_SIZE;
-                let count = end.div_ceil(PAGE_SIZE) - first;
-                Ok(Self {
-                    pages: SgPages::Shared { buf, first, count },
-                    offset: at % PAGE_SIZE,
-                    len,
-                })
-            }
-            _ => Err(EINVAL),
-        }
-    }
-
     /// Length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -207,7 +216,7 @@ impl SgBuf {
         };
         let (offset, len) = (self.offset, self.len);
         let zero_copy = match self.pages {
-            SgPages::User(_) | SgPages::Shared { .. } => self.page_ptrs().ok(),
+            SgPages::User(_) => self.page_ptrs().ok(),
             _ => None,
         };
         match &mut self.pages {
@@ -226,7 +235,7 @@ impl SgBuf {
                     note(virt_to_phys(chunk.as_ptr()), chunk.len());
                 }
             }
-            SgPages::User(_) | SgPages::Shared { .. } => {
+            SgPages::User(_) => {
                 if let Some(ptrs) = zero_copy {
                     let mut left = len;
                     for (i, &p) in ptrs.iter().enumerate() {
@@ -263,7 +272,7 @@ impl SgBuf {
                 f(&mut buf[..left]);
             }
             // Zero-copy pages are the user's: the driver only hands them to the device.
-            SgPages::User(_) | SgPages::Shared { .. } => {}
+            SgPages::User(_) => {}
         }
     }
 
@@ -282,11 +291,6 @@ impl SgBuf {
                 }
             }
             SgPages::User(pages) => ptrs.extend_from_slice(pages.page_ptrs(), GFP_KERNEL)?,
-            SgPages::Shared { buf, first, count } => {
-                for i in *first..*first + *count {
-                    ptrs.push(buf.page_ptr(i).ok_or(EINVAL)?, GFP_KERNEL)?;
-                }
-            }
         }
         Ok(ptrs)
     }

@@ -27,7 +27,7 @@
 
 use crate::{
     alloc_lab::Allocator,
-    dma_raw::{raw_dev, virt_to_phys},
+    dma_raw::{raw_dev, virt_to_phys, DMA_MAPPING_ERROR},
     state::{bump, ErrorSource, LastError},
     transfer::{Dir, Live},
 };
@@ -43,8 +43,6 @@ const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
 const KERNEL_IMAGE_SIZE: u64 = 1 << 30;
 #[cfg(not(CONFIG_RANDOMIZE_BASE))]
 const KERNEL_IMAGE_SIZE: u64 = 512 << 20;
-/// `DMA_MAPPING_ERROR`.
-const DMA_MAPPING_ERROR: DmaAddress = !0;
 
 /// The driver's private buffer. Only its address is ever used: nothing reads
 /// or writes the bytes, and nothing DMAs to them.

@@ -9,22 +9,31 @@
 //! per page ([`DmaPage`]); `vm_insert_page()` takes one more per user
 //! mapping, dropped when that mapping goes (munmap, exit). So the memory is
 //! freed only when the driver's buffer and the last mapping are both gone, in
-//! whatever order munmap, close and unbind happen. No DMA mapping is kept:
-//! each transfer maps the pages it uses with `dma_map_sgtable()` and unmaps
-//! them before it returns, under the device's transfer mutex, so an unbind
-//! finds nothing mapped.
+//! whatever order munmap, close and unbind happen. The device's standing
+//! DMA mapping of the buffer ([`crate::mmap_dma`]) holds the buffer too and
+//! is unmapped at unbind, under the device's transfer mutex, before the
+//! driver lets go of the device.
 
-use crate::dma_sg::DmaPage;
+use crate::dma_sg::{page_phys, DmaPage};
 use kernel::{
     mm::virt::{flags, VmaNew},
     page::PAGE_SIZE,
     prelude::*,
 };
 
-/// ZONE_DMA pages, not physically contiguous (the device reaches them with
-/// one scatter-gather descriptor per page).
+/// Largest piece of the buffer one standing DMA mapping covers
+/// ([`crate::mmap_dma`]): PCI's default maximum segment size, 64 KiB. A
+/// transfer needs one descriptor and one sync per piece it touches.
+pub(crate) const MAP_PIECE: usize = 64 * 1024;
+
+/// ZONE_DMA pages: physically contiguous when ZONE_DMA had a free block that
+/// large, else single pages (the device reaches them with scatter-gather
+/// descriptors either way; contiguous pages need fewer).
 pub(crate) struct MmapBuf {
     pages: KVec<DmaPage>,
+    /// The pages are one block, in order: [`MmapBuf::pieces`] needs only
+    /// the first page's address.
+    contiguous: bool,
 }
 
 impl MmapBuf {
@@ -34,21 +43,58 @@ impl MmapBuf {
             return Err(EINVAL);
         }
         let count = len.div_ceil(PAGE_SIZE);
+        if let Ok(pages) = DmaPage::contiguous(count) {
+            // Checked once here (the block was just zeroed page by page
+            // anyway), so that `pieces()` may trust it on every mapping.
+            let base = pages.first().map_or(0, |p| page_phys(p.as_raw()));
+            let contiguous = pages
+                .iter()
+                .enumerate()
+                .all(|(i, p)| page_phys(p.as_raw()) == base + (i * PAGE_SIZE) as u64);
+            return Ok(Self { pages, contiguous });
+        }
         let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
         for _ in 0..count {
             pages.push(DmaPage::new()?, GFP_KERNEL)?;
         }
-        Ok(Self { pages })
+        Ok(Self {
+            pages,
+            contiguous: false,
+        })
+    }
+
+    /// The buffer as `(byte offset, length, physical address)` pieces, in
+    /// order: each physically contiguous, at most [`MAP_PIECE`] long and
+    /// not crossing a multiple of it.
+    pub(crate) fn pieces(&self) -> Result<KVec<(usize, usize, u64)>> {
+        let mut pieces: KVec<(usize, usize, u64)> = KVec::new();
+        if self.contiguous {
+            // Looking up every page's address costs a page-table walk each
+            // (emulated on PVM); one block needs only its first.
+            let base = self.pages.first().map_or(0, |p| page_phys(p.as_raw()));
+            for at in (0..self.len()).step_by(MAP_PIECE) {
+                let len = MAP_PIECE.min(self.len() - at);
+                pieces.push((at, len, base + at as u64), GFP_KERNEL)?;
+            }
+            return Ok(pieces);
+        }
+        for (i, page) in self.pages.iter().enumerate() {
+            let (at, phys) = (i * PAGE_SIZE, page_phys(page.as_raw()));
+            match pieces.last_mut() {
+                Some((start, len, base))
+                    if *base + *len as u64 == phys && at % MAP_PIECE != 0 && *start + *len == at =>
+                {
+                    *len += PAGE_SIZE
+                }
+                _ => pieces.push((at, PAGE_SIZE, phys), GFP_KERNEL)?,
+            }
+        }
+        Ok(pieces)
     }
 
     /// Size in bytes (whole pages).
     pub(crate) fn len(&self) -> usize {
         self.pages.len() * PAGE_SIZE
-    }
-
-    /// The `struct page *` of page `i`.
-    pub(crate) fn page_ptr(&self, i: usize) -> Option<*mut kernel::bindings::page> {
-        self.pages.get(i).map(DmaPage::as_raw)
     }
 
     /// The `f_op->mmap` of `/dev/dma24-N`: maps the pages from the VMA's page

@@ -14,15 +14,18 @@
 use crate::{
     alloc_lab::Allocator,
     dma_raw::DmaCache,
+    mmap_dma::MmapDma,
     probe::Params,
     regs::*,
     sys::IrqCompletion,
-    transfer::Live,
+    timing::Timing,
+    transfer::{Desc, Live},
     zerocopy::ZeroCopy,
 };
 use kernel::{
     device,
     devres::Devres,
+    dma::Coherent,
     io::Io,
     irq::{self, IrqReturn},
     new_mutex, pci,
@@ -237,6 +240,13 @@ pub(crate) struct XferState {
     alive: bool,
     /// Buffer source for read()/write() on the character device.
     pub(crate) alloc: Allocator,
+    /// The standing scatter-gather descriptor list (`SG_MAX_SEGMENTS`
+    /// entries of coherent memory), made at the first SG transfer; see
+    /// [`Live::dma_segments`](crate::transfer::Live::dma_segments).
+    pub(crate) descs: Option<Coherent<[Desc]>>,
+    /// The standing DMA mapping of the mmap buffer, made at the first
+    /// `MMAP_XFER`.
+    pub(crate) mmap_dma: Option<MmapDma>,
 }
 
 /// One bound dma24 function.
@@ -260,6 +270,8 @@ pub(crate) struct Dma24 {
     #[pin]
     xfer: Mutex<XferState>,
     pub(crate) stats: Stats,
+    /// Where transfers' time goes (debugfs `timing`).
+    pub(crate) timing: Timing,
     #[pin]
     last_error: Mutex<LastError>,
     /// The mmap buffer and the zero-copy counters.
@@ -305,8 +317,11 @@ impl Dma24 {
             xfer <- new_mutex!(XferState {
                 alive: false,
                 alloc: params.alloc,
+                descs: None,
+                mmap_dma: None,
             }),
             stats: Stats::new(),
+            timing: Timing::new(),
             last_error <- new_mutex!(LastError::default()),
             zc <- ZeroCopy::new(),
         })
@@ -399,6 +414,11 @@ impl Dma24 {
             regs.set_reg32(REG_CONTROL, 0);
             regs.set_reg32(REG_CONTROL, CTRL_RESET);
         }
+        // The engine is stopped: what the device was given to fetch from or
+        // write to goes now, while the device is still bound (a process may
+        // keep its mapping of the mmap buffer: the pages stay, unmapped).
+        state.descs = None;
+        state.mmap_dma = None;
     }
 }
 
@@ -413,6 +433,7 @@ impl irq::Handler for Dma24 {
             bump(&self.stats.spurious_irqs, 1);
             return IrqReturn::None;
         }
+        self.timing.irq();
         regs.set_reg32(REG_IRQ_STATUS, pending);
         bump(&self.stats.irqs, 1);
         self.done.complete();

@@ -10,6 +10,7 @@ use crate::{
     dma_sg::SgMap,
     regs::*,
     state::{bump, Bar0, Bar1, Dma24, ErrorSource, LastError, Registers, XferState},
+    timing::now_ns,
 };
 use kernel::{
     bindings, device,
@@ -188,10 +189,14 @@ impl<'a> Live<'a> {
         regs.set_reg64(REG_DMA_ADDR, p.addr);
         regs.set_reg32(REG_DEV_OFFSET, p.dev_offset);
         regs.set_reg32(REG_DMA_LEN, p.len);
+        let started = now_ns();
         regs.set_reg32(REG_DMA_CMD, p.cmd);
         bump(&dev.stats.starts, 1);
 
         let irq_seen = dev.done.wait_timeout_ms(p.timeout_ms);
+        if irq_seen {
+            dev.timing.transfer(started, now_ns());
+        }
         let status = regs.reg32(REG_STATUS);
         let mut record = LastError {
             alloc: self.active_alloc,
@@ -314,9 +319,11 @@ impl<'a> Live<'a> {
         self.execute(&p)
     }
 
-    /// A descriptor list in coherent memory (which the DMA API places below
-    /// the device's coherent mask). Each entry is (bus address, length,
-    /// flags); the caller sets `DESC_LAST`.
+    /// A descriptor list of its own in coherent memory (which the DMA API
+    /// places below the device's coherent mask), for the KUnit suites to
+    /// plant broken lists; the driver's transfers use the standing one
+    /// ([`Live::dma_segments`]). Each entry is (bus address, length, flags);
+    /// the caller sets `DESC_LAST`.
     pub(crate) fn descriptor_list(&self, segs: &[(DmaAddress, u32, u32)]) -> Result<Coherent<[Desc]>> {
         if segs.is_empty() {
             return Err(EINVAL);
@@ -354,21 +361,53 @@ impl<'a> Live<'a> {
         if left != 0 {
             return Err(EINVAL);
         }
+        map.give_to_device();
+        self.dma_segments(&segs, dev_offset, len, dir)
+    }
+
+    /// Scatter-gather DMA of `segs` (bus address, length; flags are set
+    /// here), `len` bytes in all, to or from device memory at `dev_offset`,
+    /// through the device's standing descriptor list.
+    ///
+    /// The list is one allocation of `SG_MAX_SEGMENTS` descriptors in
+    /// coherent memory (which the DMA API places below the device's
+    /// coherent mask), made at the first SG transfer and freed at unbind:
+    /// a `dma_alloc_coherent()` + `dma_free_coherent()` per transfer costs
+    /// whole milliseconds of emulated kernel code on PVM hosts.
+    pub(crate) fn dma_segments(
+        &mut self,
+        segs: &[(DmaAddress, u32, u32)],
+        dev_offset: usize,
+        len: usize,
+        dir: Dir,
+    ) -> Result {
+        self.check_range(dev_offset, len)?;
+        if segs.is_empty() {
+            return Err(EINVAL);
+        }
         if segs.len() > SG_MAX_SEGMENTS {
             return Err(E2BIG);
         }
-        if let Some(last) = segs.last_mut() {
-            last.2 = DESC_LAST;
+        let list = match self.state.descs.take() {
+            Some(list) => list,
+            None => CoherentBox::<[Desc]>::zeroed_slice(self.ddev, SG_MAX_SEGMENTS, GFP_KERNEL)?.into(),
+        };
+        // SAFETY: The device is not fetching the list: every transfer ends (DONE, ERROR, or a
+        // timeout that resets the engine) before the transfer mutex, which `self` holds, is
+        // released, so no START that uses the list is running; nothing else touches it.
+        let descs = unsafe { list.as_mut() };
+        for (i, (desc, &(addr, n, flags))) in descs.iter_mut().zip(segs).enumerate() {
+            let last = if i + 1 == segs.len() { DESC_LAST } else { 0 };
+            *desc = Desc::new(addr, n, flags | last);
         }
-        let list = self.descriptor_list(&segs)?;
-        map.give_to_device();
-        // `list` stays allocated until the device has finished fetching it.
         let p = self.program(
             list.dma_handle(),
             u32::try_from(dev_offset)?,
             u32::try_from(len)?,
             CMD_START | CMD_SG | dir.cmd(),
         );
-        self.execute(&p)
+        let done = self.execute(&p);
+        self.state.descs = Some(list);
+        done
     }
 }

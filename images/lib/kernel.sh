@@ -106,8 +106,9 @@ build_builtin_kernel() {
     rm -rf "$dir"
     mkdir -p "$dir"
     copy_driver_sources "$dir"
-    rm -f "$dir/Kbuild" "$dir/Makefile"
-    echo 'obj-y += dmalab.o' >"$dir/Makefile"
+    # The driver's own Kbuild builds it in, with its KUnit suites; the
+    # out-of-tree Makefile next to it has no place in the tree.
+    rm -f "$dir/Makefile"
     grep -q 'DMALAB_BUILTIN' "$KERNEL_SRC/drivers/misc/Makefile" ||
         echo 'obj-$(DMALAB_BUILTIN) += dmalab/' >>"$KERNEL_SRC/drivers/misc/Makefile"
     run_logged "built-in kernel build" "$BUILTIN_DIR/build.log" \

@@ -29,7 +29,7 @@ use crate::pci;
 use crate::stop::{ExitCode, StopReason, VmControl};
 use crate::vcpu::Vcpu;
 use crate::vcpu_threads::VcpuThreads;
-use crate::vm::{create_vm, host_is_pvm, open_kvm, register_memory, VmConfig, VmError};
+use crate::vm::{create_vm_with_memory, host_is_pvm, open_kvm, VmConfig, VmError};
 
 /// How often the vCPUs are kicked to check for a halted guest.
 const HALT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -141,10 +141,9 @@ impl VmBuilder {
             if cfg.vcpus == 1 { "" } else { "s" },
             cfg.cpu
         );
-        // Shared: the device's MSIs are sent on it from the DMA worker thread.
-        let vm = Arc::new(create_vm(&kvm)?);
         let mem = memory::create_guest_memory(inputs.mem_size)?;
-        register_memory(&vm, &mem)?;
+        // Shared: the device's MSIs are sent on it from the DMA worker thread.
+        let vm = Arc::new(create_vm_with_memory(&kvm, &mem)?);
 
         let kernel = loader::load_kernel(&mem, &inputs.kernel)?;
         let initrd = inputs

@@ -184,19 +184,41 @@ pub fn host_is_pvm() -> bool {
     std::path::Path::new("/sys/module/kvm_pvm").exists()
 }
 
-/// Create a VM with the in-kernel irqchip and PIT.
+/// Create a VM with the in-kernel irqchip and PIT (no guest memory yet).
 pub fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
+    let vm = new_vm(kvm)?;
+    create_irq_devices(&vm)?;
+    Ok(vm)
+}
+
+/// Create a VM with `mem` registered, then the in-kernel irqchip and PIT.
+///
+/// In that order because on PVM hosts KVM_SET_USER_MEMORY_REGION takes
+/// about 7 ms once an irqchip exists and 0.1 ms before (measured on the
+/// project's machines, 128 MiB in one slot): most of the VMM's start-up.
+pub fn create_vm_with_memory(kvm: &Kvm, mem: &GuestMemoryMmap) -> Result<VmFd, VmError> {
+    let vm = new_vm(kvm)?;
+    register_memory(&vm, mem)?;
+    create_irq_devices(&vm)?;
+    Ok(vm)
+}
+
+fn new_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
     let vm = kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?;
     let tss = usize::try_from(KVM_TSS_ADDR).map_err(|_| VmError::KvmMissing("a 64-bit host"))?;
     vm.set_tss_address(tss)
         .map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
+    Ok(vm)
+}
+
+fn create_irq_devices(vm: &VmFd) -> Result<(), VmError> {
     vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
     let pit = kvm_pit_config {
         flags: KVM_PIT_SPEAKER_DUMMY,
         ..Default::default()
     };
     vm.create_pit2(pit).map_err(kvm_op("KVM_CREATE_PIT2"))?;
-    Ok(vm)
+    Ok(())
 }
 
 /// Register every region of `mem` with KVM.

@@ -141,7 +141,7 @@ pub fn boot_phases(console: &[(f64, String)], driver_ready_est: Option<f64>) -> 
         ("rest of kernel init to Run /init", run_init),
         ("init script: mounts, forks (to 'user space up')", up),
         (
-            "boot-done, insmod reads the module (to its first printk)",
+            "insmod: fork, read and check the module (to its first printk)",
             insmod,
         ),
         ("module load and init (to its KUnit suites)", kunit),

@@ -9,6 +9,7 @@ use ci::guest::GUEST_CMDLINE;
 use super::analysis::{boot_phases, Boot, Phase};
 use super::guest::{BOOT_EXTRA, MEM_MIB, QEMU_CPU, QEMU_ONLY};
 use super::inputs::{progress, Inputs};
+use super::kunit_time::kunit_time;
 use super::machine::{command_line_out, ensure_qemu};
 use super::stats::Stats;
 use super::table::{fmt_stats, row, Row};
@@ -26,6 +27,8 @@ pub struct BootPart {
     pub qemu_version: Option<String>,
     pub qemu_command: Option<String>,
     pub dmalab_cmdline: Option<String>,
+    /// The driver's register round trip from the built-in KUnit boot.
+    pub driver_mmio_read: Option<(f64, u64)>,
 }
 
 /// A QEMU the dmalab boots are compared with.
@@ -193,7 +196,9 @@ pub fn boot_part(inputs: &Inputs) -> BootPart {
     let labels: Vec<(Vmm, String)> = peers.iter().map(|p| (p.vmm, p.label.clone())).collect();
     boot_rows(&mut part.rows, &boots, &labels, &why_not);
     part.boots = boots;
-    module_kunit_row(inputs, &mut part, &images, &dmalab);
+    let kunit = kunit_time(inputs, &images, &dmalab);
+    part.rows.push(kunit.row);
+    part.driver_mmio_read = kunit.driver_mmio_read;
     part
 }
 
@@ -402,54 +407,4 @@ fn boot_rows(
             r
         });
     }
-}
-
-/// One more dmalab boot with the module's KUnit suites left on (the boots
-/// above pass `kunit.enable=0`) and the dma24 attached, so the suites run
-/// against a device: the guest time they add inside `insmod`, as its own row.
-fn module_kunit_row(inputs: &Inputs, part: &mut BootPart, images: &Path, dmalab: &Path) {
-    let how = "one dmalab boot with the dma24 device and KUnit on: guest printk time of the module's first 'KTAP version' line to driver-ready (est.); the boots above pass kunit.enable=0, so this is not in their figures";
-    let r = row(
-        "boot",
-        "module KUnit suites at insmod (dmalab, guest clock)",
-        how,
-    );
-    progress("boot: dmalab with the module's KUnit suites at insmod (1 run)");
-    let extra = format!("{GUEST_CMDLINE} dmalab.run=none");
-    let cmd = dmalab_command(dmalab, images, &extra, true, None);
-    let (b, cap) = match inputs.one_boot(
-        Vmm::Dmalab,
-        1,
-        cmd,
-        "boot-dmalab-kunit",
-        Duration::from_secs(60),
-    ) {
-        Ok(bc) => bc,
-        Err(note) => {
-            part.rows.push(r.not_measured(&note));
-            return;
-        }
-    };
-    let phases = boot_phases(&cap.stdout_lines(), b.driver_ready_guest_s_est);
-    let kunit = phases.iter().find(|p| p.name.contains("KUnit"));
-    let suites = cap
-        .stdout_lines()
-        .iter()
-        .filter(|(_, l)| l.contains("# Subtest: dmalab_"))
-        .count();
-    part.rows.push(match (kunit, &b.error) {
-        (_, Some(e)) => r.not_measured(e.lines().next().unwrap_or("boot failed")),
-        (Some(p), None) => r.value(
-            p.to_s - p.from_s,
-            "s",
-            format!(
-                "{:.1} s ({suites} suites; driver-ready at {:.1} s of guest time with them)",
-                p.to_s - p.from_s,
-                p.to_s
-            ),
-        ),
-        (None, None) => {
-            r.not_measured("no KTAP output at insmod: the module carries no KUnit suites")
-        }
-    });
 }

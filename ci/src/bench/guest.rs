@@ -12,8 +12,9 @@ pub const VCPUS: u32 = 1;
 /// Added to dmalab's default command line for both VMMs: the DMA-API debug
 /// table the demo uses, no self-test after the driver loads (the boot
 /// benchmark stops at driver-ready; the init still reboots at once), and no
-/// KUnit run inside `insmod` (the module carries the driver's suites; they
-/// are tests, not driver start-up: 7 s on PVM).
+/// KUnit run inside `insmod` (the images' module carries no suites since
+/// they moved to vmlinux-kunit only; this keeps a `--module` built with
+/// DMALAB_KUNIT=y comparable: suites are tests, not driver start-up).
 pub const BOOT_EXTRA: &str = "dmalab.run=none kunit.enable=0";
 
 /// QEMU only: on PVM hosts the kernel's int3 self-test cannot be emulated;

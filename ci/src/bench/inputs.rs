@@ -46,10 +46,24 @@ impl Inputs {
         name: &str,
         grace: Duration,
     ) -> Result<(Boot, Capture), String> {
+        self.one_boot_until(vmm, run, cmd, name, grace, DRIVER_READY)
+    }
+
+    /// [`Inputs::one_boot`] with another console line as its "ready" marker
+    /// (the built-in driver's boot prints no insmod line).
+    pub(super) fn one_boot_until(
+        &self,
+        vmm: Vmm,
+        run: usize,
+        cmd: Command,
+        name: &str,
+        grace: Duration,
+        marker: &str,
+    ) -> Result<(Boot, Capture), String> {
         let log = self.out.join("logs").join(format!("{name}.log"));
         let cap = run_vmm(
             cmd,
-            DRIVER_READY,
+            marker,
             Duration::from_secs(400),
             grace,
             &guest_ram_regions(MEM_MIB),

@@ -202,10 +202,29 @@ pub(super) fn dmalab_command(
     device: bool,
     trace: Option<&Path>,
 ) -> Command {
+    dmalab_command_with_kernel(
+        dmalab,
+        &images.join("vmlinux"),
+        images,
+        extra,
+        device,
+        trace,
+    )
+}
+
+/// [`dmalab_command`] booting `kernel` (e.g. the images' `vmlinux-kunit`).
+pub(super) fn dmalab_command_with_kernel(
+    dmalab: &Path,
+    kernel: &Path,
+    images: &Path,
+    extra: &str,
+    device: bool,
+    trace: Option<&Path>,
+) -> Command {
     let mut c = Command::new(dmalab);
     c.arg("run")
         .arg("--kernel")
-        .arg(images.join("vmlinux"))
+        .arg(kernel)
         .arg("--initrd")
         .arg(images.join("initramfs.cpio"))
         .args(["--mem", &MEM_MIB.to_string(), "--vcpus", &VCPUS.to_string()])

@@ -26,13 +26,40 @@ pub const PATHS: [(&str, &str); 3] = [
     ("user", "user-page XFER_USER (zero copy)"),
 ];
 
-/// What the tool printed: round-trip ns per (path, len), and the two
-/// fixed-cost probes.
+/// What the tool printed: round-trip ns per (path, len), the two
+/// fixed-cost probes, and the driver's timing sums per (path, len).
 #[derive(Debug, Default, PartialEq)]
 pub struct ZcBench {
     pub round_trips: BTreeMap<(String, u64), Vec<f64>>,
     pub syscall_ns: Option<u64>,
     pub ioctl_ns: Option<u64>,
+    pub phases: BTreeMap<(String, u64), Phases>,
+}
+
+/// One `bench phases` line: sums over the round trips of one path and size
+/// (the driver's debugfs `timing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Phases {
+    /// Driver calls (read/write or ioctl) and the time inside them.
+    pub calls: u64,
+    pub call_ns: u64,
+    /// Transfers whose interrupt was timed, START -> handler, handler -> waiter.
+    pub irqs: u64,
+    pub start_to_irq_ns: u64,
+    pub irq_to_wake_ns: u64,
+}
+
+/// One driver call's time, split (ns, means over the calls).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CallSplit {
+    /// What user space saw per call.
+    pub visible: f64,
+    pub driver_own: f64,
+    pub device: f64,
+    pub wake: f64,
+    /// Syscall entry/exit and user space: visible minus time inside the driver.
+    pub outside: f64,
+    pub starts_per_call: f64,
 }
 
 pub fn parse(lines: &[(f64, String)]) -> ZcBench {
@@ -41,7 +68,22 @@ pub fn parse(lines: &[(f64, String)]) -> ZcBench {
         let Some(rest) = l.trim().strip_prefix("dma24-tool: bench ") else {
             continue;
         };
-        if let Some(r) = rest.strip_prefix("syscall ") {
+        if let Some(r) = rest.strip_prefix("phases ") {
+            let path = r
+                .strip_prefix("path=")
+                .and_then(|p| p.split_whitespace().next());
+            let num = |k: &str| field::<u64>(r, k);
+            if let (Some(path), Some(len)) = (path, num("len=")) {
+                let p = Phases {
+                    calls: num("calls=").unwrap_or(0),
+                    call_ns: num("call_ns=").unwrap_or(0),
+                    irqs: num("irqs=").unwrap_or(0),
+                    start_to_irq_ns: num("start_to_irq_ns=").unwrap_or(0),
+                    irq_to_wake_ns: num("irq_to_wake_ns=").unwrap_or(0),
+                };
+                b.phases.insert((path.to_string(), len), p);
+            }
+        } else if let Some(r) = rest.strip_prefix("syscall ") {
             b.syscall_ns = field(r, "ns=");
         } else if let Some(r) = rest.strip_prefix("ioctl ") {
             b.ioctl_ns = field(r, "ns=");
@@ -76,6 +118,26 @@ impl ZcBench {
         Some(2.0 * len as f64 / ns * 1e9 / 1024.0)
     }
 
+    /// One call of `path` at `len` split into where its time went: the
+    /// round trips' total over the driver's calls, the driver's sums.
+    pub fn split(&self, path: &str, len: u64) -> Option<CallSplit> {
+        let p = self.phases.get(&(path.to_string(), len))?;
+        let total: f64 = self.round_trips.get(&(path.to_string(), len))?.iter().sum();
+        if p.calls == 0 || p.irqs == 0 {
+            return None;
+        }
+        let calls = p.calls as f64;
+        let (device, wake) = (p.start_to_irq_ns as f64, p.irq_to_wake_ns as f64);
+        Some(CallSplit {
+            visible: total / calls,
+            driver_own: (p.call_ns as f64 - device - wake) / calls,
+            device: device / calls,
+            wake: wake / calls,
+            outside: (total - p.call_ns as f64) / calls,
+            starts_per_call: p.irqs as f64 / calls,
+        })
+    }
+
     /// (fixed ns per round trip, ns per byte moved one way).
     pub fn fit(&self, path: &str) -> Option<(f64, f64)> {
         let pts: Vec<(f64, f64)> = self
@@ -90,7 +152,7 @@ impl ZcBench {
 /// The zero-copy rows: one boot, three paths side by side.
 pub(super) fn zerocopy_part(inputs: &Inputs) -> Vec<Row> {
     let mut rows = Vec::new();
-    let how = "dmalab boot with --device dma24,mask-bits=32,mem=1024 (module kernel, kunit.enable=0), `dma24-tool bench` in the guest: median of 3 round trips (DMA to device memory, then back) per path and size, guest CLOCK_MONOTONIC; throughput = 2 x len / time";
+    let how = "dmalab boot with --device dma24,mask-bits=32,mem=1024 (module kernel, kunit.enable=0), `dma24-tool bench` in the guest: median of 5 round trips (3 at 1 MiB) (DMA to device memory, then back) per path and size, guest CLOCK_MONOTONIC; throughput = 2 x len / time";
     let metric = "zero copy: read()/write() vs mmap vs user pages";
     let (images, dmalab) = match inputs.guest_artifacts("dma", metric, how) {
         Ok(a) => a,
@@ -184,25 +246,48 @@ pub(super) fn zerocopy_part(inputs: &Inputs) -> Vec<Row> {
             None => r.not_measured("fewer than two sizes"),
         });
     }
-    if let (Some(sys), Some(ioctl), Some((fixed, _))) = (b.syscall_ns, b.ioctl_ns, b.fit("mmap")) {
-        // A round trip is two ioctls; what is left of the fixed cost is, per
-        // transfer: dma_map_sgtable, descriptor list (dma_alloc_coherent),
-        // six MMIO register writes (each a VM exit), the device's work, the
-        // MSI, the IRQ handler and the wake-up of the waiting task, unmap.
-        let per_transfer = fixed / 2.0 - ioctl as f64;
-        rows.push(
-            row("dma", "where the fixed cost of one transfer goes (mmap path)", "getppid() and an empty ioctl (GET_ZEROCOPY) timed in the guest, 200 calls each; the rest of half the mmap round trip's fitted fixed cost is driver + device: map, descriptor list, MMIO writes (VM exits), engine, MSI, IRQ handler, wake-up")
-                .value(
-                    fixed / 2.0 / 1e3,
-                    "µs",
+    let how_split = "the driver's debugfs timing (guest ktime) summed over each path's round trips: inside the driver per call = its own work (map, sync, descriptors, copies) + device (START written -> IRQ handler: MMIO exit, DMA, MSI injection) + wake-up (handler -> waiting task runs); outside = what user space saw minus time inside the driver (syscall entry/exit on PVM, user space)";
+    for &len in lens.iter().take(2) {
+        for (path, name) in PATHS {
+            let r = row(
+                "dma",
+                &format!("{name}, {} KiB: where one call's time goes", len / 1024),
+                how_split,
+            );
+            rows.push(match b.split(path, len) {
+                Some(x) => r.value(
+                    x.visible / 1e3,
+                    "µs per call",
                     format!(
-                        "{} per transfer = syscall entry/exit {} + ioctl copy/dispatch {} + map/descriptors/MMIO/device/interrupt/wake-up {}",
-                        fmt_ns(fixed / 2.0),
-                        fmt_ns(sys as f64),
-                        fmt_ns(ioctl.saturating_sub(sys) as f64),
-                        fmt_ns(per_transfer)
+                        "{} per call = driver's own work {} + device {} + wake-up {} ({:.1} STARTs per call) + syscall/user space {}",
+                        fmt_ns(x.visible),
+                        fmt_ns(x.driver_own),
+                        fmt_ns(x.device),
+                        fmt_ns(x.wake),
+                        x.starts_per_call,
+                        fmt_ns(x.outside)
                     ),
                 ),
+                None => r.not_measured("no phases line with timed interrupts (refused path?)"),
+            });
+        }
+    }
+    if let (Some(sys), Some(ioctl)) = (b.syscall_ns, b.ioctl_ns) {
+        rows.push(
+            row(
+                "dma",
+                "syscall and empty-ioctl cost on this guest",
+                "getppid() and GET_ZEROCOPY (80-byte copy out) timed in the guest, 200 calls each",
+            )
+            .value(
+                sys as f64 / 1e3,
+                "µs",
+                format!(
+                    "getppid() {}, ioctl GET_ZEROCOPY {}",
+                    fmt_ns(sys as f64),
+                    fmt_ns(ioctl as f64)
+                ),
+            ),
         );
     }
     rows
@@ -222,6 +307,7 @@ mod tests {
             "dma24-tool: bench path=rw len=65536 rep=0 ns=100000000",
             "dma24-tool: bench path=mmap len=4096 rep=0 ns=1000000",
             "dma24-tool: bench path=mmap len=65536 rep=0 ns=2000000",
+            "dma24-tool: bench phases path=mmap len=4096 calls=2 call_ns=800000 irqs=2 start_to_irq_ns=200000 irq_to_wake_ns=100000",
             "dma24-tool: FAIL user: XFER_USER: EIO",
         ]
         .iter()
@@ -233,6 +319,19 @@ mod tests {
         assert!(b.medians("user").is_empty());
         let (fixed, per_byte) = b.fit("mmap").unwrap();
         assert!((per_byte - 1e6 / 61440.0).abs() < 1e-9 && fixed > 0.0);
+        let x = b.split("mmap", 4096).unwrap();
+        assert_eq!(
+            (
+                x.visible,
+                x.driver_own,
+                x.device,
+                x.wake,
+                x.outside,
+                x.starts_per_call
+            ),
+            (500e3, 250e3, 100e3, 50e3, 100e3, 1.0)
+        );
+        assert!(b.split("rw", 4096).is_none(), "no phases line for rw");
         let mmap = b.kib_per_s("mmap", 65536).unwrap();
         assert!((mmap / b.kib_per_s("rw", 65536).unwrap() - 50.0).abs() < 1e-9);
     }

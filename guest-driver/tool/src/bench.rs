@@ -10,6 +10,10 @@
 //! Lines: `dma24-tool: bench path=P len=N rep=R ns=T` (T: both directions),
 //! `dma24-tool: bench syscall ns=T` (one `getppid()`), `dma24-tool: bench
 //! ioctl ns=T` (one `DMA24_IOC_GET_ZEROCOPY`: syscall + 80-byte copy out),
+//! `dma24-tool: bench phases path=P len=N calls=C call_ns=T irqs=I
+//! start_to_irq_ns=D irq_to_wake_ns=W` (sums over the R round trips of P at
+//! N, from the driver's debugfs `timing`: time inside the driver's calls,
+//! and of it the device's and the wake-up's; see the driver's `timing.rs`),
 //! `dma24-tool: bench result passed=N failed=M`.
 
 use crate::zerocopy::{self as zc, Map, MmapXfer, Tally, XferUser};
@@ -19,8 +23,16 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-/// Round trips per path and size (the median is used).
-const REPS: u32 = 3;
+/// Round trips per path and size (the median is used): more for the sizes
+/// where one descheduled vCPU slice (tens of ms on a shared host) is most of
+/// a round trip.
+fn reps(len: usize) -> u32 {
+    if len <= 65536 {
+        5
+    } else {
+        3
+    }
+}
 
 fn u32_of(v: usize) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
@@ -68,6 +80,39 @@ fn user_pair(dev: &File, addr: usize, len: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The driver's debugfs `timing` of `dev` (`/dev/dma24-N`) as key -> value;
+/// empty when debugfs is not mounted.
+fn timing(dev: &str) -> std::collections::BTreeMap<String, u64> {
+    let name = dev.rsplit('/').next().unwrap_or(dev);
+    let text = std::fs::read_to_string(format!("/sys/kernel/debug/dmalab/{name}/timing"))
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `bench phases` line of `path` at `len`: the driver's timing sums
+/// between `before` and `after`.
+fn phases_line(
+    path: &str,
+    len: usize,
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> Option<String> {
+    let d = |k: &str| Some(after.get(k)?.saturating_sub(*before.get(k)?));
+    Some(format!(
+        "dma24-tool: bench phases path={path} len={len} calls={} call_ns={} irqs={} start_to_irq_ns={} irq_to_wake_ns={}",
+        d(&format!("{path}_calls"))?,
+        d(&format!("{path}_ns"))?,
+        d("irqs_timed")?,
+        d("start_to_irq_ns")?,
+        d("irq_to_wake_ns")?,
+    ))
+}
+
 /// Mean time of `n` calls of `f`.
 fn mean_ns(n: u32, mut f: impl FnMut()) -> u128 {
     let t = Instant::now();
@@ -106,27 +151,35 @@ pub fn bench(path: &str) -> u32 {
         sizes.dedup();
         let addr = user.ptr as usize;
         for &len in &sizes {
-            for rep in 0..REPS {
-                let mut buf = data[..len].to_vec();
-                for (name, r) in [
-                    ("rw", timed(|| rw(&dev, &mut buf))),
-                    ("mmap", timed(|| mmap_pair(&dev, len))),
-                    ("user", timed(|| user_pair(&dev, addr, len))),
-                ] {
+            let mut phases = Vec::new();
+            for name in ["rw", "mmap", "user"] {
+                let before = timing(path);
+                for rep in 0..reps(len) {
+                    let mut buf = data[..len].to_vec();
+                    let r = match name {
+                        "rw" => timed(|| rw(&dev, &mut buf)),
+                        "mmap" => timed(|| mmap_pair(&dev, len)),
+                        _ => timed(|| user_pair(&dev, addr, len)),
+                    };
                     t.note(
                         name,
                         r.map(|ns| format!("bench path={name} len={len} rep={rep} ns={ns}")),
                     );
+                    if name == "rw" && buf != data[..len] {
+                        t.note("data", Err(format!("rw: bytes differ after {len} bytes")));
+                    }
                 }
-                if buf != data[..len]
-                    || map.bytes()[..len] != data[..len]
-                    || user.bytes()[..len] != data[..len]
-                {
-                    t.note(
-                        "data",
-                        Err(format!("bytes differ after the {len}-byte round trips")),
-                    );
-                }
+                phases.extend(phases_line(name, len, &before, &timing(path)));
+            }
+            if map.bytes()[..len] != data[..len] || user.bytes()[..len] != data[..len] {
+                t.note(
+                    "data",
+                    Err(format!("bytes differ after the {len}-byte round trips")),
+                );
+            }
+            // After the timed loops: printing to the serial console is slow on PVM.
+            for line in phases {
+                println!("{line}");
             }
         }
         Ok(())

@@ -177,7 +177,14 @@ fn run_guest(code: impl Fn(u32) -> Vec<u8>) -> Result<(Duration, u64), String> {
     vmm::vm::register_memory(&vm, &mem).map_err(|e| err(&e))?;
     let mut attach_err = None;
     let (dev, bus) = root_and_bus(|root| {
-        match vmm::pci::attach_dma24(vm.clone(), &mem, root, Dma24Config::default(), None) {
+        match vmm::pci::attach_dma24(
+            vm.clone(),
+            &mem,
+            root,
+            vmm::pci::DMA24_SLOT,
+            Dma24Config::default(),
+            None,
+        ) {
             Ok(a) => a.device,
             Err(e) => {
                 attach_err = Some(e.to_string());

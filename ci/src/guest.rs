@@ -98,7 +98,9 @@ pub struct GuestSpec {
     pub initrd: bool,
     /// Appended to dmalab's default guest command line.
     pub cmdline: String,
-    /// `--device` value, e.g. `dma24,overflow=truncate`; None: no device.
+    /// `--device` value, e.g. `dma24,overflow=truncate`; several devices
+    /// separated by spaces (`dma24 dma24,mask-bits=32`: /dev/dma24-0 and
+    /// /dev/dma24-1, traces in [`GuestRun::traces`]); None: no device.
     pub device: Option<String>,
     pub mem_mib: u32,
     pub timeout: Duration,
@@ -116,7 +118,10 @@ pub struct GuestRun {
     pub exit: Option<i32>,
     /// Everything dmalab printed: guest console and VMM log.
     pub console: String,
+    /// The first device's trace.
     pub trace: Option<PathBuf>,
+    /// Every device's trace, in `--device` order (`traces[0]` is `trace`).
+    pub traces: Vec<PathBuf>,
     pub wall: Duration,
 }
 
@@ -165,8 +170,21 @@ pub fn boot(artifacts: &Artifacts, spec: &GuestSpec, out_dir: &Path) -> Result<G
         .device
         .as_ref()
         .map(|_| out_dir.join(format!("{}.trace.jsonl", spec.name)));
-    if let Some(device) = &spec.device {
+    let devices: Vec<&str> = spec
+        .device
+        .as_deref()
+        .map_or_else(Vec::new, |d| d.split_whitespace().collect());
+    for device in &devices {
         cmd.arg("--device").arg(device);
+    }
+    let traces: Vec<PathBuf> = trace
+        .iter()
+        .flat_map(|base| {
+            (0..devices.len()).map(|i| device_model::trace::device_trace_path(base, i))
+        })
+        .collect();
+    for t in &traces {
+        let _ = std::fs::remove_file(t);
     }
     if let Some(module) = &spec.module {
         cmd.arg("--module").arg(module);
@@ -175,7 +193,6 @@ pub fn boot(artifacts: &Artifacts, spec: &GuestSpec, out_dir: &Path) -> Result<G
         cmd.arg("--module-args").arg(args);
     }
     if let Some(trace) = &trace {
-        let _ = std::fs::remove_file(trace);
         cmd.arg("--trace").arg(trace);
     }
     let started = Instant::now();
@@ -192,6 +209,7 @@ pub fn boot(artifacts: &Artifacts, spec: &GuestSpec, out_dir: &Path) -> Result<G
         exit: out.status.code(),
         console,
         trace,
+        traces,
         wall: started.elapsed(),
     })
 }

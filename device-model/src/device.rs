@@ -173,6 +173,9 @@ impl<M: GuestMemory + Send + Sync + 'static> Dma24<M> {
                 if bits & CTRL_RESET != 0 {
                     st.regs.reset();
                     st.generation += 1;
+                    // In the trace, in order with the DMA records (state
+                    // lock held, as for START's records).
+                    self.shared.tracer.reset(st.last_transfer);
                     self.shared.sync_irq(st, false);
                 }
                 if w.mask & 0xff != 0 {

@@ -480,6 +480,28 @@ fn reset_while_busy_discards_the_transfer() {
     let recs = r.records();
     assert_eq!(recs[0].outcome, Outcome::Aborted);
     assert_eq!(recs[1].outcome, Outcome::Ok);
+    // The reset is in the trace, placed before the aborted segment: the
+    // transfer it cut short (1) moved nothing after it; transfer 2 is new.
+    let t = crate::trace::Trace::parse(&r.buf.text()).unwrap();
+    let [reset] = t.resets.as_slice() else {
+        panic!("one reset: {:?}", t.resets)
+    };
+    assert_eq!((reset.after_seq, reset.last_transfer), (0, 1));
+    assert_eq!(reset.bdf, t.header.bdf);
+    let after: Vec<_> = t
+        .records
+        .iter()
+        .filter(|d| d.seq > reset.after_seq)
+        .collect();
+    assert!(after
+        .iter()
+        .filter(|d| d.transfer <= reset.last_transfer)
+        .all(|d| d.outcome == Outcome::Aborted && d.hash.is_none()));
+    assert_eq!(
+        t.footer.unwrap().records,
+        2,
+        "resets are not counted as records"
+    );
 }
 
 #[test]

@@ -82,7 +82,7 @@ impl Model {
                     t_max = t_max.max(f.t_ns);
                     continue;
                 }
-                Record::Header(_) => continue,
+                Record::Header(_) | Record::Reset(_) => continue,
             };
             acc.add(&mut summary, &r);
             t_max = t_max.max(r.t_ns);

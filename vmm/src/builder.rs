@@ -18,7 +18,7 @@ use crate::boot::write_entry_structures;
 use crate::boot_info::write_boot_info;
 use crate::bus::Bus;
 use crate::cmdline::{self, lpj_for, CmdlineSpec};
-use crate::device_manager::{LegacyDevices, PciDevices};
+use crate::device_manager::{LegacyDevices, PciDevices, PlacedDevice};
 use crate::eventloop::VmmLoop;
 use crate::initrd_module::{ModuleArchive, ModuleError};
 use crate::loader::{self, InitrdInfo, KernelInfo};
@@ -48,6 +48,8 @@ struct Inputs {
     initrd: Option<InitrdInfo>,
     /// `--module`: a cpio put in front of the initrd.
     module: Option<ModuleArchive>,
+    /// The dma24 devices with their slots (`pci::place_devices`).
+    devices: Vec<(u8, device_model::Dma24Config)>,
 }
 
 /// A VM ready to run: memory loaded, devices wired, vCPUs configured.
@@ -89,12 +91,14 @@ impl VmBuilder {
             i
         });
         loader::check_memory(&kernel, with_module.as_ref(), mem_size)?;
+        let devices = pci::place_devices(&cfg.devices)?;
         Ok(Inputs {
             mem_size,
             cmdline,
             kernel,
             initrd,
             module,
+            devices,
         })
     }
 
@@ -105,17 +109,29 @@ impl VmBuilder {
         let t0 = Instant::now();
         let cfg = self.cfg.clone();
         let inputs = self.check_inputs()?;
-        // The trace file too: an unwritable path is the user's to fix. Its
-        // clock (t_ns in every record) starts here, at VM creation.
-        let trace = match (&cfg.device, &cfg.trace) {
-            (Some(dev), Some(path)) => Some(pci::open_trace(
-                path,
-                dev,
-                inputs.mem_size,
-                cfg.trace_max_size,
-            )?),
-            _ => None,
-        };
+        // The trace files too (one per device): an unwritable path is the
+        // user's to fix. Their clock (t_ns in every record) starts here, at
+        // VM creation.
+        let mut devices = Vec::with_capacity(inputs.devices.len());
+        for (index, (slot, config)) in inputs.devices.iter().enumerate() {
+            let trace = match &cfg.trace {
+                Some(base) => {
+                    let path = device_model::trace::device_trace_path(base, index);
+                    Some(pci::open_trace(
+                        &path,
+                        config,
+                        inputs.mem_size,
+                        cfg.trace_max_size,
+                    )?)
+                }
+                None => None,
+            };
+            devices.push(PlacedDevice {
+                slot: *slot,
+                config: config.clone(),
+                trace,
+            });
+        }
 
         let kvm = open_kvm()?;
         log::info!(
@@ -171,7 +187,7 @@ impl VmBuilder {
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
         let legacy = LegacyDevices::attach(&vm, &control, cfg.boot_marker.clone(), &mut pio)?;
-        let pci = PciDevices::attach(&vm, &mem, cfg.device.clone(), trace, &mut pio, &mut mmio)?;
+        let pci = PciDevices::attach(&vm, &mem, devices, &mut pio, &mut mmio)?;
         let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
 
         // vCPUs, then what depends on them (lpj from the TSC rate).

@@ -132,11 +132,13 @@ pub struct RunArgs {
     pub no_stdin: bool,
     /// Put a dma24 device at PCI 00:01.0:
     /// `dma24[,mask-bits=N][,overflow=reject|truncate][,mem=KIB]`
-    /// (defaults: 24 bits, reject, 64 KiB).
+    /// (defaults: 24 bits, reject, 64 KiB). Give it again for more devices
+    /// (at most 4: 00:02.0, 00:03.0, ...; the guest's /dev/dma24-1, ...).
     #[arg(long, value_name = "SPEC", value_parser = parse_device)]
-    pub device: Option<Dma24Config>,
-    /// Write the device's DMA trace (JSON Lines, one record per DMA segment
-    /// attempted) to FILE; needs --device.
+    pub device: Vec<Dma24Config>,
+    /// Write the devices' DMA traces (JSON Lines, one record per DMA segment
+    /// attempted): the first device's to FILE, device N's to FILE's name
+    /// with -N before the extension (t.jsonl, t-1.jsonl); needs --device.
     #[arg(long, value_name = "FILE", requires = "device")]
     pub trace: Option<PathBuf>,
     /// Size cap of the trace file (bytes, or K/M/G): records past it are
@@ -239,7 +241,7 @@ impl RunArgs {
             timeout: self.timeout,
             boot_marker: self.boot_marker,
             stdin: !self.no_stdin,
-            device: self.device,
+            devices: self.device,
             trace: self.trace,
             trace_max_size: self.trace_max_size,
             module: self.module,
@@ -274,7 +276,9 @@ mod tests {
             "/t.jsonl",
         ]);
         let c = r.into_config();
-        let d = c.device.expect("device");
+        let [d] = c.devices.as_slice() else {
+            panic!("one device: {:?}", c.devices)
+        };
         assert_eq!(d.overflow, device_model::Overflow::Truncate);
         assert_eq!(c.trace, Some(PathBuf::from("/t.jsonl")));
         let e = parse(&["run", "--device", "edu"]).unwrap_err();
@@ -285,6 +289,15 @@ mod tests {
         // A trace without a device is a usage error.
         let e = parse(&["run", "--trace", "/t"]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn device_given_twice() {
+        let c =
+            run_args(&["run", "--device", "dma24", "--device", "dma24,mask-bits=32"]).into_config();
+        let masks: Vec<_> = c.devices.iter().map(|d| d.mask_bits).collect();
+        assert_eq!(masks, [24, 32]);
+        assert!(run_args(&["run"]).into_config().devices.is_empty());
     }
 
     #[test]

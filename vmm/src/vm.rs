@@ -46,9 +46,11 @@ pub struct VmConfig {
     pub boot_marker: Option<String>,
     /// Relay stdin to the guest console.
     pub stdin: bool,
-    /// A dma24 device at 00:01.0.
-    pub device: Option<device_model::Dma24Config>,
-    /// Where the device's DMA trace goes.
+    /// The dma24 devices, in slot order from 00:01.0 (at most
+    /// `pci::MAX_DMA24_DEVICES`).
+    pub devices: Vec<device_model::Dma24Config>,
+    /// Where the first device's DMA trace goes; the others' files are named
+    /// after it (`device_model::trace::device_trace_path`).
     pub trace: Option<PathBuf>,
     /// Size cap of the trace file in bytes (device_model::trace::limit).
     pub trace_max_size: u64,
@@ -124,7 +126,11 @@ impl VmError {
             | VmError::Cmdline(_)
             | VmError::Module(_)
             | VmError::Memory(MemoryError::BadSize(_))
-            | VmError::Attach(AttachError::Trace(_) | AttachError::Options { .. })
+            | VmError::Attach(
+                AttachError::Trace(_)
+                | AttachError::Options { .. }
+                | AttachError::TooManyDevices { .. },
+            )
             | VmError::PciDevices(PciDeviceError::Attach(
                 AttachError::Trace(_) | AttachError::Options { .. },
             )) => ExitCode::Usage,
@@ -295,7 +301,7 @@ mod tests {
             timeout: None,
             boot_marker: None,
             stdin: false,
-            device: None,
+            devices: Vec::new(),
             trace: None,
             trace_max_size: device_model::trace::DEFAULT_MAX_SIZE,
             module: None,

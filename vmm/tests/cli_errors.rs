@@ -158,3 +158,24 @@ fn usage_errors_and_help() {
     assert_eq!(r.code, 2, "{}", r.dump());
     assert!(r.stderr.contains("command line is"), "{}", r.dump());
 }
+
+#[test]
+fn too_many_devices() {
+    // A valid kernel, so the device count is the first thing wrong.
+    let mut a = Asm::new();
+    a.hang();
+    let f = temp_file("five-devices.elf", &pvh_elf(&a.code));
+    let mut args = vec!["run", "--kernel", f.0.to_str().unwrap(), "--no-stdin"];
+    for _ in 0..5 {
+        args.extend(["--device", "dma24"]);
+    }
+    let r = dmalab(&args);
+    assert_eq!(r.code, 2, "{}", r.dump());
+    assert!(
+        r.stderr
+            .contains("5 dma24 devices asked for: dmalab hosts at most 4")
+            && r.stderr.contains("give --device at most 4 times"),
+        "{}",
+        r.dump()
+    );
+}

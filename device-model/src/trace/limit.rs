@@ -121,10 +121,12 @@ impl Budget {
     }
 
     /// Whether the line of record `seq`, `len` bytes, may be written; when
-    /// not, it is counted as dropped (and the first one is logged).
-    pub(super) fn admit(&mut self, seq: u64, len: u64) -> bool {
+    /// not, it is counted as dropped (and the first one is logged). A line
+    /// that is not a DMA record (`record` false: a `reset` line, which has
+    /// no seq of its own) obeys the same limits but is not counted.
+    pub(super) fn admit(&mut self, seq: u64, len: u64, record: bool) -> bool {
         if self.stop.is_some() {
-            self.dropped += 1;
+            self.dropped += u64::from(record);
             return false;
         }
         if self.used + len + FOOTER_RESERVE > self.max_size {
@@ -137,7 +139,7 @@ impl Budget {
                 self.path
             );
             self.stop = Some(stop);
-            self.dropped += 1;
+            self.dropped += u64::from(record);
             return false;
         }
         self.used += len;
@@ -192,7 +194,7 @@ mod tests {
     fn budget_stops_at_the_cap_and_counts() {
         let mut b = Budget::new("t", 4096, 100);
         // 4096 - 100 - 256 = 3740 bytes of records: 37 of 100 bytes.
-        let admitted = (1..=50).filter(|&s| b.admit(s, 100)).count();
+        let admitted = (1..=50).filter(|&s| b.admit(s, 100, true)).count();
         assert_eq!(admitted, 37);
         assert_eq!(b.dropped, 13);
         assert_eq!(
@@ -208,9 +210,9 @@ mod tests {
     #[test]
     fn write_failure_drops_the_batch_and_the_rest() {
         let mut b = Budget::new("t", DEFAULT_MAX_SIZE, 100);
-        assert!(b.admit(1, 100));
+        assert!(b.admit(1, 100, true));
         b.write_failed("No space left on device".into(), 2, 5);
-        assert!(!b.admit(7, 100));
+        assert!(!b.admit(7, 100, true));
         assert_eq!(b.dropped, 6);
         assert_eq!(b.capped(), None);
         assert!(b

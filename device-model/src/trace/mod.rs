@@ -226,6 +226,23 @@ pub struct MemoryLayout {
     pub mmio_window: Option<[Hex; 2]>,
 }
 
+/// A reset of the device's engine (a CTRL_RESET write: the driver's unbind,
+/// its probe, a timed-out transfer). It takes no sequence number of its own
+/// (seq stays the DMA records' gap-free count); `after_seq` places it: every
+/// DMA record with a higher seq was written after the reset. A record after
+/// a reset whose `transfer` is at most `last_transfer` is DMA the reset did
+/// not stop, unless it is `aborted` (the segment the reset cut short: no
+/// byte moved).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetRecord {
+    pub t_ns: u64,
+    pub bdf: String,
+    /// Seq of the last DMA record submitted before the reset (0: none).
+    pub after_seq: u64,
+    /// The last transfer number the device had started (0: none).
+    pub last_transfer: u64,
+}
+
 /// The last line of a complete trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceFooter {
@@ -270,6 +287,13 @@ impl Tracer {
         self.sink.as_ref()
     }
 
+    /// Records an engine reset after the events recorded so far.
+    pub fn reset(&self, last_transfer: u64) {
+        if let Some(sink) = &self.sink {
+            sink.submit_reset(last_transfer);
+        }
+    }
+
     /// Records one event and returns its sequence number (1, 2, ...).
     pub fn record(&self, event: DmaEvent) -> u64 {
         match &self.sink {
@@ -279,9 +303,41 @@ impl Tracer {
     }
 }
 
+/// The trace file of the `index`-th device (0-based, in `--device` order)
+/// when the user asked for `base`: device 0 writes `base` itself, device N
+/// writes `base`'s stem with `-N` before the extension (`t.jsonl`,
+/// `t-1.jsonl`, ...). One file per device, each with its own header (bdf,
+/// mask), so every reader and cross-check works on it unchanged. One
+/// definition for the VMM that writes the files and the harness that reads
+/// them.
+pub fn device_trace_path(base: &std::path::Path, index: usize) -> std::path::PathBuf {
+    if index == 0 {
+        return base.to_path_buf();
+    }
+    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match base.extension() {
+        Some(ext) => format!("{stem}-{index}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{index}"),
+    };
+    base.with_file_name(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_trace_file_per_device() {
+        use std::path::{Path, PathBuf};
+        let p = |s: &str, i| device_trace_path(Path::new(s), i);
+        assert_eq!(p("/r/t.jsonl", 0), PathBuf::from("/r/t.jsonl"));
+        assert_eq!(p("/r/t.jsonl", 1), PathBuf::from("/r/t-1.jsonl"));
+        assert_eq!(
+            p("/r/run.trace.jsonl", 3),
+            PathBuf::from("/r/run.trace-3.jsonl")
+        );
+        assert_eq!(p("trace", 2), PathBuf::from("trace-2"));
+    }
 
     #[test]
     fn hash_is_xxh3_64() {

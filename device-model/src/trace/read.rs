@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::{DmaRecord, TraceFooter, TraceHeader, TRACE_VERSION};
+use super::{DmaRecord, ResetRecord, TraceFooter, TraceHeader, TRACE_VERSION};
 
 #[derive(Debug, Error)]
 pub enum ReadError {
@@ -47,6 +47,7 @@ pub enum ReadError {
 pub enum Record {
     Header(TraceHeader),
     Dma(DmaRecord),
+    Reset(ResetRecord),
     Footer(TraceFooter),
 }
 
@@ -180,6 +181,11 @@ impl<R: BufRead> TraceReader<R> {
                     found: "a footer".into(),
                 })
             }
+            Record::Reset(_) => {
+                return Err(ReadError::MissingHeader {
+                    found: "a reset record".into(),
+                })
+            }
         };
         Ok(TraceReader {
             lines,
@@ -237,7 +243,7 @@ impl<R: BufRead> Iterator for TraceReader<R> {
                 match &r {
                     Record::Dma(_) => self.dma_records += 1,
                     Record::Footer(f) => self.footer = Some(*f),
-                    Record::Header(_) => {}
+                    Record::Header(_) | Record::Reset(_) => {}
                 }
                 Ok(r)
             }
@@ -260,6 +266,8 @@ fn shorten(s: &str) -> String {
 pub struct Trace {
     pub header: TraceHeader,
     pub records: Vec<DmaRecord>,
+    /// The engine resets, in file order.
+    pub resets: Vec<ResetRecord>,
     /// None when the file ended without a footer (the VMM did not close it).
     pub footer: Option<TraceFooter>,
 }
@@ -276,15 +284,18 @@ impl Trace {
     }
 
     fn collect<R: BufRead>(mut reader: TraceReader<R>) -> Result<Trace, ReadError> {
-        let mut records = Vec::new();
+        let (mut records, mut resets) = (Vec::new(), Vec::new());
         for r in reader.by_ref() {
-            if let Record::Dma(d) = r? {
-                records.push(d);
+            match r? {
+                Record::Dma(d) => records.push(d),
+                Record::Reset(x) => resets.push(x),
+                Record::Header(_) | Record::Footer(_) => {}
             }
         }
         Ok(Trace {
             header: reader.header.clone(),
             records,
+            resets,
             footer: reader.footer,
         })
     }

@@ -127,8 +127,25 @@ enum WriterState {
     Busy,
 }
 
+/// What the writer is handed, in submission order.
+enum Queued {
+    /// A DMA record (its seq in the tuple).
+    Dma(DmaEvent),
+    /// An engine reset (the tuple's seq is the last DMA record's before it).
+    Reset { last_transfer: u64 },
+}
+
+/// The serialized form of a reset ([`super::ResetRecord`], borrowed).
+#[derive(serde::Serialize)]
+struct ResetLine<'a> {
+    t_ns: u64,
+    bdf: &'a str,
+    after_seq: u64,
+    last_transfer: u64,
+}
+
 struct Queue {
-    events: Vec<(u64, u64, DmaEvent)>,
+    events: Vec<(u64, u64, Queued)>,
     next_seq: u64,
     dropped: u64,
     closed: bool,
@@ -241,7 +258,30 @@ impl TraceSink {
             return seq;
         }
         let t_ns = u64::try_from(shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        q.events.push((seq, t_ns, event));
+        q.events.push((seq, t_ns, Queued::Dma(event)));
+        Self::wake_writer(shared, q);
+        seq
+    }
+
+    /// Queues a reset record after everything submitted so far. Bounded
+    /// like the DMA records: a full queue drops it (counted in `dropped`),
+    /// so a guest writing CTRL_RESET in a loop cannot grow host memory.
+    pub fn submit_reset(&self, last_transfer: u64) {
+        let shared = &self.handle.shared;
+        let mut q = lock(&shared.queue);
+        if q.closed || q.events.len() >= shared.capacity {
+            q.dropped += 1;
+            return;
+        }
+        let t_ns = u64::try_from(shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let after_seq = q.next_seq - 1;
+        q.events
+            .push((after_seq, t_ns, Queued::Reset { last_transfer }));
+        Self::wake_writer(shared, q);
+    }
+
+    /// Wakes the writer if it sleeps, or lingers past the high-water mark.
+    fn wake_writer(shared: &Shared, q: MutexGuard<'_, Queue>) {
         let wake = match q.writer {
             WriterState::Idle => true,
             WriterState::Lingering => q.events.len() >= shared.capacity / 4,
@@ -251,7 +291,6 @@ impl TraceSink {
         if wake {
             shared.wake.notify_one();
         }
-        seq
     }
 
     /// Whether events should carry a hash of the bytes moved.
@@ -350,22 +389,38 @@ fn write_loop(
             std::mem::swap(&mut batch, &mut q.events);
             q.closed
         };
-        // Records of this batch handed to the writer but not yet flushed.
+        // DMA records of this batch handed to the writer but not yet flushed.
         let mut pending = 0u64;
         let first_seq = batch.first().map_or(0, |&(seq, _, _)| seq);
-        for (seq, t_ns, event) in batch.drain(..) {
+        for (seq, t_ns, queued) in batch.drain(..) {
             line.clear();
+            let is_dma = matches!(queued, Queued::Dma(_));
             // Serializing plain fields into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut line, &DmaLine::new(seq, t_ns, &shared.bdf, &event));
-            line.push(b'\n');
-            if !budget.admit(seq, line.len() as u64) {
+            let _ = match &queued {
+                Queued::Dma(event) => {
+                    serde_json::to_writer(&mut line, &DmaLine::new(seq, t_ns, &shared.bdf, event))
+                        .map_err(io::Error::other)
+                        .and_then(|()| line.write_all(b"\n"))
+                }
+                Queued::Reset { last_transfer } => {
+                    let reset = ResetLine {
+                        t_ns,
+                        bdf: &shared.bdf,
+                        after_seq: seq,
+                        last_transfer: *last_transfer,
+                    };
+                    write_tagged(&mut line, "reset", &reset).map(|_| ())
+                }
+            };
+            if !budget.admit(seq, line.len() as u64, is_dma) {
                 continue;
             }
             match out.write_all(&line) {
-                Ok(()) => pending += 1,
+                // The footer's `records` counts DMA records (resets have no seq).
+                Ok(()) => pending += u64::from(is_dma),
                 Err(e) => {
                     // This record and the unflushed ones before it are lost.
-                    budget.write_failed(describe(&e), first_seq, pending + 1);
+                    budget.write_failed(describe(&e), first_seq, pending + u64::from(is_dma));
                     pending = 0;
                 }
             }

@@ -6,7 +6,9 @@
 //!   per transfer and a result line the host harness parses:
 //!   `dma24-tool: result passed=N failed=M bytes_to_device=X bytes_from_device=Y`.
 //!   Then runs `mmap` and `zerocopy` on every `/dev/dma24-N` (the first one
-//!   also unbinds and rebinds its device while mapped).
+//!   also unbinds and rebinds its device while mapped); for N > 0 the
+//!   read/write cases too, all between `dma24-tool: device DEV begin` and
+//!   `... end` lines.
 //! - `dma24-tool mmap [DEV]`: the mmap buffer path, see `zerocopy.rs`;
 //!   result line `dma24-tool: mmap result passed=N failed=M`.
 //! - `dma24-tool zerocopy [DEV]`: the user-page path (zero copy, refusal,
@@ -27,6 +29,12 @@
 //!   6 MiB round trip through `dma_alloc_coherent()` memory; `dma24-tool: ok
 //!   ...` and exit 0 with a CMA area inside ZONE_DMA (`cma=8M@0-16M`), exit 3
 //!   with `dma24-tool: boot-cma refused: ENOMEM ...` without one.
+//! - `dma24-tool stress SECONDS WORKERS DEV...`: WORKERS processes per
+//!   device transfer at once for SECONDS, every byte verified, the driver's
+//!   counters checked against the device's (see `stress.rs`).
+//! - `dma24-tool unbind DEV`: unbinds DEV's PCI device through sysfs while
+//!   it is open, mapped and transferring, checks ENODEV, binds it again
+//!   (see `unbind.rs`).
 //! - `dma24-tool boot-done`: tells the VMM the guest has booted (writes the
 //!   boot-timer magic to dmalab's debug port 0xf5).
 //! - `dma24-tool exit STATUS`: ends the VM through dmalab's exit port 0xf4
@@ -38,6 +46,8 @@ use dma24_tool::pattern;
 
 mod bench;
 mod lab;
+mod stress;
+mod unbind;
 mod zc_commands;
 mod zerocopy;
 
@@ -72,7 +82,16 @@ fn main() -> ExitCode {
             for n in 0..8 {
                 let path = format!("/dev/dma24-{n}");
                 if std::path::Path::new(&path).exists() {
+                    // The other devices' lines between markers, so the harness
+                    // reads each device's lines against its own trace.
+                    if n > 0 {
+                        println!("dma24-tool: device {path} begin");
+                        failed += u32::from(selftest(&path) != ExitCode::SUCCESS);
+                    }
                     failed += zc_commands::mmap(&path, n == 0) + zc_commands::zerocopy(&path);
+                    if n > 0 {
+                        println!("dma24-tool: device {path} end");
+                    }
                 }
             }
             // `cargo xtask bench` boots with this word on the kernel command line.
@@ -110,6 +129,18 @@ fn main() -> ExitCode {
         Some("boot-cma") => {
             lab::boot_cma_command(args.get(2).map_or("/dev/dma24-0", String::as_str))
         }
+        Some("stress") => match (args.get(2), args.get(3), args.get(4..)) {
+            (Some(secs), Some(workers), Some(devs)) if !devs.is_empty() => {
+                match (secs.parse(), workers.parse()) {
+                    (Ok(secs), Ok(workers)) => exit_for(stress::stress(secs, workers, devs)),
+                    _ => usage_stress(),
+                }
+            }
+            _ => usage_stress(),
+        },
+        Some("unbind") => exit_for(unbind::unbind(
+            args.get(2).map_or("/dev/dma24-0", String::as_str),
+        )),
         Some("boot-done") => boot_done(),
         Some("exit") => match args.get(2).map(|s| s.parse::<u8>()) {
             Some(Ok(status)) => exit_vm(status),
@@ -120,11 +151,16 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | boot-cma [DEVICE] | boot-done | exit STATUS"
+                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | boot-cma [DEVICE] | stress SECONDS WORKERS DEVICE... | unbind [DEVICE] | boot-done | exit STATUS"
             );
             ExitCode::from(2)
         }
     }
+}
+
+fn usage_stress() -> ExitCode {
+    eprintln!("usage: dma24-tool stress SECONDS WORKERS DEVICE... (WORKERS processes per device)");
+    ExitCode::from(2)
 }
 
 fn exit_for(failed: u32) -> ExitCode {

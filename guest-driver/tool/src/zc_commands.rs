@@ -79,11 +79,8 @@ fn outlives_close(path: &str, size: usize) -> Result<String, String> {
 /// ENODEV), unmaps, closes, binds it again.
 fn outlives_unbind(path: &str, size: usize) -> Result<String, String> {
     let drv = "/sys/bus/pci/drivers/dmalab";
-    let bdf = std::fs::read_dir(drv)
-        .map_err(|e| format!("{drv}: {e}"))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .find(|n| n.starts_with("0000:"))
-        .ok_or("no device bound to dmalab")?;
+    // This file's device, not just any bound one (a VM may host several).
+    let bdf = crate::unbind::bdf_of(path)?;
     let dev = zc::open(path)?;
     let mut map =
         Map::new(dev.as_raw_fd(), size, libc::MAP_SHARED, 0).map_err(|e| format!("mmap: {e}"))?;

@@ -6,7 +6,7 @@ pub mod legacy;
 pub mod pci;
 
 pub use self::legacy::{LegacyDeviceError, LegacyDevices};
-pub use self::pci::{PciDeviceError, PciDevices};
+pub use self::pci::{PciDeviceError, PciDevices, PlacedDevice};
 
 #[cfg(test)]
 mod tests {
@@ -38,7 +38,7 @@ mod tests {
         let control = Arc::new(VmControl::new().unwrap());
         let (mut pio, mut mmio) = (Bus::new(), Bus::new());
         LegacyDevices::attach(&vm, &control, None, &mut pio).unwrap();
-        let none = PciDevices::attach(&vm, &mem, None, None, &mut pio, &mut mmio).unwrap();
+        let none = PciDevices::attach(&vm, &mem, Vec::new(), &mut pio, &mut mmio).unwrap();
         assert!(none.irq_routes.is_empty());
         assert_eq!(read32(&pio, 0xcf8), None, "no PCI bus without a device");
         let mut b = [0u8; 1];
@@ -47,26 +47,43 @@ mod tests {
         }
         assert!(!pio.read(0x80, &mut b));
 
-        let pci = PciDevices::attach(
-            &vm,
-            &mem,
-            Some(device_model::Dma24Config::default()),
-            None,
-            &mut pio,
-            &mut mmio,
-        )
-        .unwrap();
-        assert_eq!(pci.irq_routes.len(), 1);
-        assert_eq!(pci.irq_routes[0].ioapic_pin, 16);
+        let configs = [
+            device_model::Dma24Config::default(),
+            crate::pci::parse_device_spec("dma24,mask-bits=32").unwrap(),
+        ];
+        let devices = crate::pci::place_devices(&configs)
+            .unwrap()
+            .into_iter()
+            .map(|(slot, config)| PlacedDevice {
+                slot,
+                config,
+                trace: None,
+            })
+            .collect();
+        let pci = PciDevices::attach(&vm, &mem, devices, &mut pio, &mut mmio).unwrap();
+        let pins: Vec<_> = pci.irq_routes.iter().map(|r| r.ioapic_pin).collect();
+        assert_eq!(pins, [16, 17], "one INTx line per device");
         let config = |slot: u32, reg: u32| {
             pio.write(0xcf8, &(1u32 << 31 | slot << 11 | reg).to_le_bytes());
             read32(&pio, 0xcfc).unwrap()
         };
         assert_eq!(config(0, 0), 0x0008_1b36, "host bridge");
         assert_eq!(config(1, 0), 0xd024_1234, "dma24");
+        assert_eq!(config(2, 0), 0xd024_1234, "second dma24");
+        assert_eq!(config(3, 0), 0xffff_ffff, "slot 3 is empty");
         let bar0 = u64::from(config(1, 0x10));
         assert_eq!(bar0, PCI_MMIO_WINDOW_START);
         assert_eq!(read32(&mmio, bar0 + REG_MAGIC), Some(MAGIC));
+        // The second device's registers are its own: BARs placed apart,
+        // each reporting its own mask.
+        let bar0_b = u64::from(config(2, 0x10));
+        assert_ne!(bar0_b, bar0);
+        assert_eq!(read32(&mmio, bar0_b + REG_MAGIC), Some(MAGIC));
+        let mask_bits = |bar: u64| {
+            read32(&mmio, bar + device_model::regs::REG_CAPS)
+                .map(|c| c & device_model::regs::CAPS_MASK_BITS)
+        };
+        assert_eq!((mask_bits(bar0), mask_bits(bar0_b)), (Some(24), Some(32)));
         pci.close();
     }
 }

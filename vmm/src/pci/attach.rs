@@ -1,5 +1,6 @@
-//! Puts a dma24 device on the guest's PCI bus: parses `--device`, opens the
-//! trace, wires the interrupts and claims the slot and IOAPIC pin.
+//! Puts dma24 devices on the guest's PCI bus: parses `--device`, gives the
+//! N-th device (0-based) slot `DMA24_SLOT + N` and its bdf, opens its
+//! trace, wires its interrupts and claims the slot and IOAPIC pin.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use pci::PciDevice;
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
-use super::{IrqError, KvmInterrupts, PciError, PciRoot, DMA24_SLOT};
+use super::{IrqError, KvmInterrupts, PciError, PciRoot, DMA24_SLOT, MAX_DMA24_DEVICES};
 use crate::memory;
 use crate::mptable::{PciIrqRoute, PCI_IRQ_BASE};
 
@@ -27,6 +28,11 @@ pub enum AttachError {
     UnknownType(String),
     #[error("--device {spec}: {source}")]
     Options { spec: String, source: OptionsError },
+    #[error(
+        "{given} dma24 devices asked for: dmalab hosts at most {MAX_DMA24_DEVICES} \
+         (give --device at most {MAX_DMA24_DEVICES} times)"
+    )]
+    TooManyDevices { given: usize },
     #[error(transparent)]
     Trace(#[from] TraceError),
     #[error(transparent)]
@@ -43,13 +49,41 @@ pub fn parse_device_spec(spec: &str) -> Result<Dma24Config, AttachError> {
     if kind != DEVICE_TYPE {
         return Err(AttachError::UnknownType(kind.to_string()));
     }
-    let bdf = format!("0000:00:{DMA24_SLOT:02x}.0");
     Dma24Config::parse(spec)
-        .and_then(|c| c.with_bdf(&bdf))
+        .and_then(|c| c.with_bdf(&bdf_of(DMA24_SLOT)))
         .map_err(|source| AttachError::Options {
             spec: spec.to_string(),
             source,
         })
+}
+
+/// The PCI address of function 0 in `slot` on bus 0.
+fn bdf_of(slot: u8) -> String {
+    format!("0000:00:{slot:02x}.0")
+}
+
+/// Where the devices go, in `--device` order: device N in slot
+/// `DMA24_SLOT + N`, its config's bdf set to match (the trace header and
+/// every record carry it). More than [`MAX_DMA24_DEVICES`] is the user's
+/// error to fix.
+pub fn place_devices(configs: &[Dma24Config]) -> Result<Vec<(u8, Dma24Config)>, AttachError> {
+    if configs.len() > MAX_DMA24_DEVICES {
+        return Err(AttachError::TooManyDevices {
+            given: configs.len(),
+        });
+    }
+    (DMA24_SLOT..)
+        .zip(configs)
+        .map(|(slot, config)| {
+            let placed = config.clone().with_bdf(&bdf_of(slot));
+            placed
+                .map(|c| (slot, c))
+                .map_err(|source| AttachError::Options {
+                    spec: config.bdf.clone(),
+                    source,
+                })
+        })
+        .collect()
 }
 
 /// Opens the trace file; done before the VM exists so a bad path is a plain
@@ -94,26 +128,28 @@ pub struct Dma24Attachment {
     pub irq_route: PciIrqRoute,
 }
 
-/// Builds the device on `mem`, wires INTx (IOAPIC pin 16 + slot) and MSI,
-/// and adds it to `root` at [`DMA24_SLOT`].
+/// Builds the device on `mem`, wires INTx (IOAPIC pin 16 + slot - 1, so
+/// each device has a line of its own) and MSI, and adds it to `root` at
+/// `slot` (from [`place_devices`]).
 pub fn attach_dma24(
     vm: Arc<VmFd>,
     mem: &GuestMemoryMmap,
     root: &mut PciRoot,
+    slot: u8,
     config: Dma24Config,
     trace: Option<TraceSink>,
 ) -> Result<Dma24Attachment, AttachError> {
     let irq_route = PciIrqRoute {
-        slot: DMA24_SLOT,
+        slot,
         pin: 1,
-        ioapic_pin: PCI_IRQ_BASE + DMA24_SLOT - 1,
+        ioapic_pin: PCI_IRQ_BASE + slot - 1,
     };
     let (irq, resample) = KvmInterrupts::new(vm, u32::from(irq_route.ioapic_pin))?;
     let irq = Arc::new(irq);
     let device = Arc::new(Dma24::new(config, mem.clone(), irq.clone(), trace)?);
     let shared: Arc<dyn PciDevice> = device.clone();
     irq.start_resampler(resample, shared.clone())?;
-    root.add_device(DMA24_SLOT, shared, irq_route.ioapic_pin)?;
+    root.add_device(slot, shared, irq_route.ioapic_pin)?;
     Ok(Dma24Attachment { device, irq_route })
 }
 
@@ -141,6 +177,33 @@ mod tests {
             .to_string();
         assert!(e.starts_with("--device dma24,mask-bits=99: "), "{e}");
         assert!(parse_device_spec("dma24,colour=red").is_err());
+    }
+
+    #[test]
+    fn devices_get_consecutive_slots_up_to_the_limit() {
+        let a = parse_device_spec("dma24").unwrap();
+        let b = parse_device_spec("dma24,mask-bits=32").unwrap();
+        let placed = place_devices(&[a.clone(), b]).unwrap();
+        let got: Vec<_> = placed
+            .iter()
+            .map(|(slot, c)| (*slot, c.bdf.as_str(), c.mask_bits))
+            .collect();
+        assert_eq!(got, [(1, "0000:00:01.0", 24), (2, "0000:00:02.0", 32)]);
+        assert!(place_devices(&[]).unwrap().is_empty());
+        assert_eq!(
+            place_devices(&vec![a.clone(); MAX_DMA24_DEVICES])
+                .unwrap()
+                .len(),
+            4
+        );
+        let e = place_devices(&vec![a; MAX_DMA24_DEVICES + 1])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("5 dma24 devices") && e.contains("at most 4"),
+            "{e}"
+        );
+        assert!(e.contains("--device"), "{e}");
     }
 
     #[test]

@@ -17,12 +17,19 @@ mod mmio_window;
 mod root;
 
 pub use attach::{
-    attach_dma24, open_trace, parse_device_spec, AttachError, Dma24Attachment, DEVICE_TYPE,
+    attach_dma24, open_trace, parse_device_spec, place_devices, AttachError, Dma24Attachment,
+    DEVICE_TYPE,
 };
 pub use host_bridge::HostBridge;
 pub use irq::{IrqError, KvmInterrupts, MsiSignaller};
 pub use mmio_window::PciMmioWindow;
 pub use root::{PciError, PciRoot, CONFIG_PORTS_BASE, CONFIG_PORTS_LEN};
 
-/// The slot the dma24 device sits in: 00:01.0.
+/// The slot the first dma24 device sits in: 00:01.0 (the N-th in slot 1 + N).
 pub const DMA24_SLOT: u8 = 1;
+
+/// Most dma24 devices one VM hosts (slots 1-4, IOAPIC pins 16-19). The bound
+/// is the guest driver's too (it names up to 8 `/dev/dma24-N`); four is
+/// plenty for tests with different masks and keeps the 24-pin IOAPIC's
+/// other lines free.
+pub const MAX_DMA24_DEVICES: usize = 4;

@@ -77,8 +77,18 @@ pub fn open_trace(
             Hex(memory::PCI_MMIO_WINDOW_END),
         ]),
     };
+    open_trace_with_layout(path, config, Some(memory))
+}
+
+/// [`open_trace`] for a host whose address map is not known when the trace
+/// opens (`dmalab serve`: the client maps memory later).
+pub fn open_trace_with_layout(
+    path: &Path,
+    config: &Dma24Config,
+    memory: Option<MemoryLayout>,
+) -> Result<TraceSink, AttachError> {
     let options = TraceOptions {
-        memory: Some(memory),
+        memory,
         ..TraceOptions::default()
     };
     Ok(TraceSink::create_with(path, config, options)?)

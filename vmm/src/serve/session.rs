@@ -85,6 +85,9 @@ pub struct Session {
     device: Dma24<DmaSpace>,
     /// Sizes of regions 0..VFIO_PCI_NUM_REGIONS.
     sizes: Vec<u64>,
+    /// Maps the device cannot reach (no descriptor, or read-only), kept so
+    /// their unmap is not an error. Bounded like the DMA space's slots.
+    unreachable: Vec<(u64, u64)>,
 }
 
 fn need<'a>(what: &'static str, p: &'a [u8], n: usize) -> Result<Fields<'a>, SessionError> {
@@ -126,6 +129,7 @@ impl Session {
             irqs,
             device,
             sizes,
+            unreachable: Vec::new(),
         })
     }
 
@@ -169,6 +173,9 @@ impl Session {
                 );
                 if flags & DMA_UNMAP_ALL != 0 {
                     self.space.unmap_all();
+                    self.unreachable.clear();
+                } else if let Some(i) = self.unreachable.iter().position(|&m| m == (addr, size)) {
+                    self.unreachable.swap_remove(i);
                 } else {
                     self.space.unmap(addr, size)?;
                 }
@@ -273,10 +280,16 @@ impl Session {
             // Without a descriptor the client would serve DMA through
             // DMA_READ/WRITE messages, and a read-only map cannot take the
             // device's writes: neither is RAM to dma24 (ROM, in practice).
-            _ => log::info!(
-                "DMA map [{addr:#x}, {:#x}) flags {flags:#x} without a writable descriptor: not reachable by DMA",
-                addr.saturating_add(size)
-            ),
+            _ => {
+                if self.unreachable.len() >= super::dma_space::MAX_SLOTS {
+                    return Err(DmaSpaceError::NoSlot.into());
+                }
+                self.unreachable.push((addr, size));
+                log::info!(
+                    "DMA map [{addr:#x}, {:#x}) flags {flags:#x} without a writable descriptor: not reachable by DMA",
+                    addr.saturating_add(size)
+                );
+            }
         }
         Ok(())
     }

@@ -102,10 +102,8 @@ fn guest_ram(len: u64) -> File {
     f.set_len(len).unwrap();
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
     // SAFETY: fcntl on a descriptor we own, no pointers.
-    assert_eq!(
-        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) },
-        0
-    );
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    assert_eq!(r, 0);
     f
 }
 
@@ -160,7 +158,7 @@ fn the_crates_client_moves_data_through_mapped_memory_and_faults_elsewhere() {
     let ram = guest_ram(2 << 20);
     c.dma_map(1 << 20, 1 << 20, 1 << 20, ram.as_raw_fd())
         .unwrap();
-    let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3).to_le_bytes()[0]).collect();
     std::os::unix::fs::FileExt::write_all_at(&ram, &pattern, (1 << 20) + 0x3000).unwrap();
 
     // INTx through an eventfd: the device completes, the line fires.
@@ -269,11 +267,11 @@ impl Raw {
 
     /// Sends a well-sized message and expects an error reply with `errno`.
     fn refused(&mut self, id: u16, cmd: u16, body: &[u8], errno: i32) {
-        self.send(id, cmd, 16 + body.len() as u32, body);
+        self.send(id, cmd, u32::try_from(16 + body.len()).unwrap(), body);
         let (rid, flags, err, _) = self.reply();
         assert_eq!(rid, id);
         assert_eq!(flags & (1 << 5), 1 << 5, "error flag for command {cmd}");
-        assert_eq!(err, errno as u32, "errno for command {cmd}");
+        assert_eq!(err, errno.unsigned_abs(), "errno for command {cmd}");
     }
 }
 
@@ -347,10 +345,8 @@ fn a_signal_stops_the_server_and_closes_the_trace() {
     std::thread::sleep(Duration::from_millis(200));
     let pid = server.child.as_ref().unwrap().id();
     // SAFETY: kill(2) on the PID of the child this test started.
-    assert_eq!(
-        unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGTERM) },
-        0
-    );
+    let r = unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGTERM) };
+    assert_eq!(r, 0);
     let (code, err, trace) = server.finish();
     assert_eq!(code, Some(130), "{err}");
     assert!(trace.contains("\"footer\""), "{trace}");

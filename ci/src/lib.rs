@@ -9,5 +9,6 @@ pub mod build;
 pub mod crosscheck;
 pub mod guest;
 pub mod ktap;
+pub mod vfio_user;
 
 pub use build::workspace_root;

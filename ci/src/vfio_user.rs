@@ -229,7 +229,8 @@ pub fn boot(
         &guest_cmdline(&spec.cmdline),
     );
     let started = Instant::now();
-    let out = run_with_timeout(Command::new(qemu).args(&args), spec.timeout)?;
+    let qemu_out = out_dir.join(format!("{}.qemu.out", spec.name));
+    let out = run_with_timeout(Command::new(qemu).args(&args), spec.timeout, &qemu_out)?;
     let server_exit = server.wait(Duration::from_secs(30));
     let mut console = out.1;
     console.push_str(&std::fs::read_to_string(&server_log).unwrap_or_default());
@@ -247,11 +248,20 @@ pub fn boot(
     })
 }
 
-/// Runs `cmd` (stdout and stderr together) and kills it by PID after
-/// `limit`; (exit code, output).
-fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<(Option<i32>, String), String> {
-    let out_path = std::env::temp_dir().join(format!("dmalab-qemu-{}.out", std::process::id()));
-    let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
+/// What QEMU prints when KVM stops the guest for good; QEMU then pauses
+/// the VM instead of exiting.
+const KVM_INTERNAL_ERROR: &str = "KVM internal error";
+
+/// Runs `cmd` (stdout and stderr together into `out_path`) and kills it by
+/// PID after `limit`, or once it reports a KVM internal error; (exit code,
+/// output).
+fn run_with_timeout(
+    cmd: &mut Command,
+    limit: Duration,
+    out_path: &Path,
+) -> Result<(Option<i32>, String), String> {
+    let out = std::fs::File::create(out_path)
+        .map_err(|e| format!("cannot create {}: {e}", out_path.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     let mut child = cmd
         .stdin(Stdio::null())
@@ -260,22 +270,28 @@ fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Result<(Option<i32>, 
         .spawn()
         .map_err(|e| format!("cannot start QEMU: {e}"))?;
     let t0 = Instant::now();
+    let read = || {
+        std::fs::read(out_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut next_look = Duration::from_secs(1);
     let code = loop {
         if let Ok(Some(st)) = child.try_wait() {
             break st.code();
         }
-        if t0.elapsed() > limit {
+        let stuck = t0.elapsed() >= next_look && {
+            next_look += Duration::from_secs(1);
+            read().contains(KVM_INTERNAL_ERROR)
+        };
+        if stuck || t0.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let text = std::fs::read(&out_path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
-    Ok((code, text))
+    Ok((code, read()))
 }
 
 /// The QEMU to use: `$DMALAB_QEMU` (set by `cargo xtask test`), else

@@ -1,0 +1,174 @@
+//! `--only vfio`: the same guest under dmalab and under QEMU with dma24
+//! served by `dmalab serve` over vfio-user, side by side in one run: boot to
+//! driver-ready, the read()/write() transfer rate (`dma24-tool bench`), and
+//! one register read from the guest driver (KUnit `register_read_round_trip`:
+//! a KVM MMIO exit handled in dmalab's vCPU thread, against QEMU's exit plus
+//! a REGION_READ round trip over the socket).
+//!
+//! One boot per VMM of the module kernel with a 32-bit dma24 (user pages are
+//! reachable, so nothing WARNs under QEMU on PVM: see `ci::vfio_user`), only
+//! the probe suite at insmod (it holds the register-read case).
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::console::parse_driver_mmio;
+use super::guest::{DRIVER_READY, MEM_MIB};
+use super::inputs::{progress, Inputs};
+use super::memory::guest_ram_regions;
+use super::table::{fmt_ns, row, Row};
+use super::vmm::{dmalab_command, run_vmm, Capture};
+use super::zerocopy::{parse, DEVICE};
+use ci::guest::GUEST_CMDLINE;
+use ci::vfio_user::{guest_cmdline, qemu_args, Server};
+
+/// What each boot runs after the driver is up.
+const EXTRA: &str = "kunit.filter_glob=dmalab_probe dma24-tool.bench";
+/// The read()/write() size the rate row compares.
+const RATE_LEN: u64 = 65536;
+
+/// What one boot gave: driver-ready wall time, register read ns, rw rate.
+struct Figures {
+    ready_s: Option<f64>,
+    mmio_ns: Option<f64>,
+    rw_kib_s: Option<f64>,
+}
+
+fn figures(cap: &Capture) -> Figures {
+    let lines = cap.stdout_lines();
+    Figures {
+        ready_s: cap.marker_s,
+        mmio_ns: lines
+            .iter()
+            .find_map(|(_, l)| parse_driver_mmio(l))
+            .map(|(ns, _)| ns),
+        rw_kib_s: parse(&lines).kib_per_s("rw", RATE_LEN),
+    }
+}
+
+fn boot(inputs: &Inputs, name: &str, cmd: Command) -> Result<Figures, String> {
+    let cap = run_vmm(
+        cmd,
+        DRIVER_READY,
+        Duration::from_secs(1200),
+        Duration::from_secs(900),
+        &guest_ram_regions(MEM_MIB),
+    )?;
+    let _ = std::fs::write(inputs.out.join(format!("logs/{name}.log")), cap.console());
+    Ok(figures(&cap))
+}
+
+fn qemu_boot(
+    inputs: &Inputs,
+    images: &std::path::Path,
+    dmalab: &std::path::Path,
+) -> Result<Figures, String> {
+    let qemu = ci::build::current_qemu()?;
+    let logs = inputs.out.join("logs");
+    let socket = logs.join("vfio-bench.sock");
+    let server = Server::start(
+        dmalab,
+        DEVICE,
+        &socket,
+        Some(&logs.join("vfio-bench.trace.jsonl")),
+        &logs.join("vfio-bench-serve.log"),
+    )?;
+    let append = guest_cmdline(&format!("{GUEST_CMDLINE} {EXTRA}"));
+    let args = qemu_args(
+        &images.join("vmlinux"),
+        Some(&images.join("initramfs.cpio")),
+        u32::try_from(MEM_MIB).unwrap_or(128),
+        &socket,
+        &append,
+    );
+    let mut cmd = Command::new(qemu);
+    cmd.args(args);
+    let f = boot(inputs, "vfio-bench-qemu", cmd);
+    let _ = server.wait(Duration::from_secs(30));
+    f
+}
+
+fn pair_row(
+    metric: &str,
+    how: &str,
+    unit: &str,
+    d: Option<f64>,
+    q: Option<f64>,
+    show: fn(f64) -> String,
+) -> Row {
+    let r = row("vfio", metric, how);
+    match (d, q) {
+        (Some(d), Some(q)) => r.value(
+            q / d,
+            "x",
+            format!(
+                "QEMU + vfio-user {} vs dmalab {}: {:.2}x",
+                show(q),
+                show(d),
+                q / d
+            ),
+        ),
+        (d, q) => r.not_measured(&format!(
+            "dmalab {unit}: {}, QEMU + vfio-user: {}",
+            d.map_or("none".into(), show),
+            q.map_or("none".into(), show)
+        )),
+    }
+}
+
+pub(super) fn vfio_part(inputs: &Inputs) -> Vec<Row> {
+    let how = "module kernel + initramfs, --device dma24,mask-bits=32,mem=1024, KUnit probe suite at insmod, `dma24-tool bench`; one boot under dmalab, one under QEMU 11 (memfd RAM shared with `dmalab serve`, -device vfio-user-pci)";
+    let (images, dmalab) = match inputs.guest_artifacts("vfio", "QEMU + vfio-user vs dmalab", how) {
+        Ok(a) => a,
+        Err(r) => return vec![*r],
+    };
+    progress("vfio-user: dmalab boot");
+    let mut cmd = dmalab_command(
+        &dmalab,
+        &images,
+        &format!("{GUEST_CMDLINE} {EXTRA}"),
+        false,
+        None,
+    );
+    cmd.args(["--device", DEVICE]);
+    let d = boot(inputs, "vfio-bench-dmalab", cmd);
+    progress("vfio-user: QEMU + dmalab serve boot");
+    let q = qemu_boot(inputs, &images, &dmalab);
+    let (d, q) = match (d, q) {
+        (Ok(d), Ok(q)) => (d, q),
+        (d, q) => {
+            let why = [d.err(), q.err()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; ");
+            return vec![row("vfio", "QEMU + vfio-user vs dmalab", how).not_measured(&why)];
+        }
+    };
+    vec![
+        pair_row(
+            "boot to driver-ready (wall, from process start)",
+            how,
+            "s",
+            d.ready_s,
+            q.ready_s,
+            |s| format!("{s:.1} s"),
+        ),
+        pair_row(
+            "read()/write() 64 KiB round trip rate",
+            "dma24-tool bench path=rw len=65536, median of 3, guest clock; the ratio is QEMU's rate over dmalab's",
+            "KiB/s",
+            d.rw_kib_s,
+            q.rw_kib_s,
+            |v| format!("{v:.0} KiB/s"),
+        ),
+        pair_row(
+            "one register read from the guest driver",
+            "KUnit register_read_round_trip (readl of REG_MAGIC, mean of its reads, guest clock): dmalab's KVM MMIO exit vs QEMU's exit + REGION_READ over the vfio-user socket",
+            "ns",
+            d.mmio_ns,
+            q.mmio_ns,
+            fmt_ns,
+        ),
+    ]
+}

@@ -39,10 +39,22 @@ struct Options {
     cmdline: String,
 }
 
+/// On PVM hosts the tool's zero-copy refusals on a 24-bit device WARN,
+/// which kills a QEMU guest there (see `ci::vfio_user::PVM_NO_WARN`): the
+/// one-command run uses a 32-bit device; `--device dma24` gives the 24-bit
+/// one (with `--cmdline dmalab.run=shell` for a shell instead of the tool).
+fn default_device() -> &'static str {
+    if ci::vfio_user::host_is_pvm() {
+        "dma24,mask-bits=32"
+    } else {
+        "dma24"
+    }
+}
+
 fn parse_args(args: &[String]) -> Result<Options, QemuError> {
     let mut o = Options {
         kunit: false,
-        device: "dma24".into(),
+        device: default_device().into(),
         cmdline: String::new(),
     };
     let mut it = args.iter();

@@ -66,6 +66,21 @@ pub struct EventfdInterrupts {
     state: Mutex<State>,
 }
 
+/// Makes a received descriptor non-blocking, so a client that sends a full
+/// pipe instead of an eventfd cannot stall the server on a write.
+fn nonblocking(file: File) -> File {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor we own; no pointers.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+    file
+}
+
 /// Signals an eventfd (the client's descriptor; one that is not an eventfd
 /// only makes the write fail or go nowhere, which is the client's problem).
 fn fire(fd: Option<&File>) {
@@ -137,7 +152,7 @@ impl EventfdInterrupts {
                         count,
                     });
                 }
-                let fd = fds.into_iter().next();
+                let fd = fds.into_iter().next().map(nonblocking);
                 if index == VFIO_PCI_INTX_IRQ_INDEX {
                     st.intx_trigger = fd;
                     st.intx_masked = false;
@@ -168,7 +183,7 @@ impl EventfdInterrupts {
             }
             (VFIO_PCI_INTX_IRQ_INDEX, VFIO_IRQ_SET_ACTION_UNMASK) => {
                 if kind == VFIO_IRQ_SET_DATA_EVENTFD {
-                    st.intx_resample = fds.into_iter().next();
+                    st.intx_resample = fds.into_iter().next().map(nonblocking);
                 } else if selected.first() == Some(&true) {
                     Self::unmask(&mut st);
                 }

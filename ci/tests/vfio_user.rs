@@ -5,11 +5,12 @@
 //! trace cross-checks, planted faults, `dma-api error_count`).
 //!
 //! Two boots (QEMU's firmware alone costs 18-27 s of guest clock on PVM):
-//! the KUnit kernel on the default 24-bit device, and the module + tool
-//! guest on a 32-bit device. On PVM hosts a kernel WARN() kills a QEMU guest
-//! (see `ci::vfio_user::PVM_NO_WARN`), so there the boots leave out what
-//! plants WARNs on purpose: the allocator-lab suites, and the tool's
-//! zero-copy refusals of the 24-bit device (hence the 32-bit module boot).
+//! the KUnit kernel on the default 24-bit device with INTx, and the
+//! module and tool guest on a 32-bit device with MSI. On PVM hosts a kernel
+//! WARN() kills a QEMU guest (see `ci::vfio_user::PVM_NO_WARN`), so there
+//! the boots leave out what plants WARNs on purpose: the allocator-lab
+//! suites, and the tool's zero-copy refusals of the 24-bit device (hence
+//! the 32-bit module boot).
 
 #![forbid(unsafe_code)]
 
@@ -62,15 +63,16 @@ fn spec(name: &str, kernel: &str, cmdline: &str, device: &str) -> GuestSpec {
     }
 }
 
-/// The KUnit kernel, default device (24 bits, reject); the suites only
-/// (`dmalab.run=none`: the tool's 24-bit zero-copy refusals WARN).
+/// The KUnit kernel, default device (24 bits, reject), INTx forced (the
+/// module boot below uses MSI); the suites only (`dmalab.run=none`: the
+/// tool's 24-bit zero-copy refusals WARN).
 fn kunit_qemu() -> Option<&'static QemuBooted> {
     static RUN: OnceLock<Option<QemuBooted>> = OnceLock::new();
     RUN.get_or_init(|| {
         boot(spec(
             "qemu-kunit-reject",
             "vmlinux-kunit",
-            "dmalab.run=none",
+            "dmalab.run=none dmalab.force_intx=1",
             "dma24",
         ))
     })
@@ -122,14 +124,14 @@ fn check_server(q: &QemuBooted) {
 }
 
 #[test]
-fn kunit_suites_pass_under_qemu_with_the_device_over_vfio_user() {
+fn kunit_suites_pass_under_qemu_with_the_device_over_vfio_user_and_intx() {
     let Some(q) = kunit_qemu() else { return };
     check_clean_exit(&q.b);
     check_kunit(&q.b, &[]);
     check_server(q);
     assert!(
-        q.b.run.console.contains("Msi, /dev/dma24-0"),
-        "the driver did not use MSI (QEMU's MSI through the server's eventfd)\n{}",
+        q.b.run.console.contains("Intx, /dev/dma24-0"),
+        "the driver did not use INTx (QEMU's INTx through the server's eventfd)\n{}",
         tail(&q.b.run)
     );
 }
@@ -163,6 +165,11 @@ fn module_and_tool_under_qemu_with_the_device_over_vfio_user() {
     let b = &q.b;
     check_clean_exit(b);
     check_server(q);
+    assert!(
+        b.run.console.contains("Msi, /dev/dma24-0"),
+        "the driver did not use MSI (QEMU's MSI through the server's eventfd)\n{}",
+        tail(&b.run)
+    );
     let init = b.run.init_lines();
     for line in ["insmod dmalab ok", "dma24-tool exit=0", "rmmod dmalab ok"] {
         assert!(

@@ -302,3 +302,36 @@ pub fn qemu() -> Result<PathBuf, String> {
         None => crate::build::current_qemu(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_gets_dmalabs_command_line_and_shared_ram() {
+        let c = guest_cmdline("dmalab.run=none");
+        assert!(c.starts_with("console=ttyS0 "), "{c}");
+        assert!(!c.contains("lpj="), "{c}");
+        assert!(c.contains(" clearcpuid=xsave,"), "{c}");
+        assert!(c.contains(" no_int3_selftest"), "{c}");
+        assert_eq!(c.contains(PVM_NO_WARN), host_is_pvm(), "{c}");
+        assert!(c.ends_with(" dmalab.run=none"), "extra comes last: {c}");
+        let a = qemu_args(
+            Path::new("/k"),
+            Some(Path::new("/i")),
+            128,
+            Path::new("/tmp/a \"b\".sock"),
+            &c,
+        );
+        let joined = a.join(" ");
+        assert!(joined.contains("memory-backend-memfd,id=mem,size=128M,share=on"));
+        assert!(joined.contains("-machine pc,memory-backend=mem"));
+        let dev = a.iter().find(|s| s.contains("vfio-user-pci")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(dev).unwrap();
+        assert_eq!(
+            v["socket"]["path"], "/tmp/a \"b\".sock",
+            "path quoted as JSON"
+        );
+        assert_eq!(v["socket"]["type"], "unix");
+    }
+}

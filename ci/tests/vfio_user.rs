@@ -194,4 +194,12 @@ fn module_and_tool_under_qemu_with_the_device_over_vfio_user() {
         crosscheck::tool_starts(&b.run.console),
         "transfers in the trace vs the tool's STARTs"
     );
+    // The tool plants nothing the device refuses: any fault here would be
+    // ours (e.g. rejected_ram for an address QEMU did map).
+    assert!(
+        fault_counts(t).is_empty(),
+        "unexpected faults: {:?}\n{}",
+        fault_counts(t),
+        tail(&b.run)
+    );
 }

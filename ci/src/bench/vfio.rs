@@ -116,12 +116,52 @@ fn pair_row(
     }
 }
 
+/// REGION_READs of one register a host client makes against a fresh server.
+const SOCKET_READS: u32 = 2000;
+
+/// Mean ns of one 4-byte REGION_READ of BAR0 round trip from a raw host
+/// client to `dmalab serve` (no QEMU, no guest): the socket's and the
+/// server's share of a guest register read under QEMU.
+fn socket_read_ns(dmalab: &std::path::Path, logs: &std::path::Path) -> Result<f64, String> {
+    use std::io::{Read, Write};
+    let socket = logs.join("vfio-socket-bench.sock");
+    let server = Server::start(
+        dmalab,
+        "dma24",
+        &socket,
+        None,
+        &logs.join("vfio-socket-bench.log"),
+    )?;
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+    let mut msg = Vec::with_capacity(32);
+    let mut reply = [0u8; 36];
+    let t0 = std::time::Instant::now();
+    for id in 0..SOCKET_READS {
+        msg.clear();
+        msg.extend_from_slice(&u16::try_from(id & 0xffff).unwrap_or(0).to_le_bytes());
+        msg.extend_from_slice(&9u16.to_le_bytes()); // REGION_READ
+        msg.extend_from_slice(&32u32.to_le_bytes());
+        msg.extend_from_slice(&[0; 8]); // flags, error
+        msg.extend_from_slice(&0u64.to_le_bytes()); // offset: REG_MAGIC
+        msg.extend_from_slice(&0u32.to_le_bytes()); // region: BAR0
+        msg.extend_from_slice(&4u32.to_le_bytes());
+        s.write_all(&msg).map_err(|e| e.to_string())?;
+        s.read_exact(&mut reply).map_err(|e| e.to_string())?;
+    }
+    let ns = t0.elapsed().as_secs_f64() * 1e9 / f64::from(SOCKET_READS);
+    drop(s);
+    let _ = server.wait(Duration::from_secs(10));
+    Ok(ns)
+}
+
 pub(super) fn vfio_part(inputs: &Inputs) -> Vec<Row> {
     let how = "module kernel + initramfs, --device dma24,mask-bits=32,mem=1024, KUnit probe suite at insmod, `dma24-tool bench`; one boot under dmalab, one under QEMU 11 (memfd RAM shared with `dmalab serve`, -device vfio-user-pci)";
     let (images, dmalab) = match inputs.guest_artifacts("vfio", "QEMU + vfio-user vs dmalab", how) {
         Ok(a) => a,
         Err(r) => return vec![*r],
     };
+    progress("vfio-user: host REGION_READ round trips against dmalab serve");
+    let socket_ns = socket_read_ns(&dmalab, &inputs.out.join("logs"));
     progress("vfio-user: dmalab boot");
     let mut cmd = dmalab_command(
         &dmalab,
@@ -170,5 +210,21 @@ pub(super) fn vfio_part(inputs: &Inputs) -> Vec<Row> {
             q.mmio_ns,
             fmt_ns,
         ),
+        {
+            let r = row(
+                "vfio",
+                "REGION_READ round trip, host client to dmalab serve",
+                "a raw client on the same host: 2000 REGION_READs of BAR0's first register (4 bytes), mean; the socket's and the server's share of one guest register read under QEMU (the rest is QEMU's exit and its vfio-user client)",
+            );
+            match (socket_ns, q.mmio_ns) {
+                (Ok(ns), Some(guest)) => r.value(
+                    ns / 1e3,
+                    "µs",
+                    format!("{} ({:.0}% of the guest's {})", fmt_ns(ns), ns / guest * 100.0, fmt_ns(guest)),
+                ),
+                (Ok(ns), None) => r.value(ns / 1e3, "µs", fmt_ns(ns)),
+                (Err(e), _) => r.not_measured(&e),
+            }
+        },
     ]
 }

@@ -68,7 +68,7 @@ fn qemu_boot(
     dmalab: &std::path::Path,
 ) -> Result<Figures, String> {
     let qemu = ci::build::current_qemu()?;
-    let logs = inputs.out.join("logs");
+    let logs = private_dir()?;
     let socket = logs.join("vfio-bench.sock");
     let server = Server::start(
         dmalab,
@@ -120,14 +120,24 @@ fn pair_row(
     }
 }
 
+/// The server's socket, log and trace: a folder of this process's own (the
+/// bench's shared logs folder is emptied by every bench that starts, and a
+/// socket path must stay under 108 bytes).
+fn private_dir() -> Result<std::path::PathBuf, String> {
+    let d = std::env::temp_dir().join(format!("dmalab-vfio-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    Ok(d)
+}
+
 /// REGION_READs of one register a host client makes against a fresh server.
 const SOCKET_READS: u32 = 2000;
 
 /// Mean ns of one 4-byte REGION_READ of BAR0 round trip from a raw host
 /// client to `dmalab serve` (no QEMU, no guest): the socket's and the
 /// server's share of a guest register read under QEMU.
-fn socket_read_ns(dmalab: &std::path::Path, logs: &std::path::Path) -> Result<f64, String> {
+fn socket_read_ns(dmalab: &std::path::Path) -> Result<f64, String> {
     use std::io::{Read, Write};
+    let logs = private_dir()?;
     let socket = logs.join("vfio-socket-bench.sock");
     let server = Server::start(
         dmalab,
@@ -165,7 +175,7 @@ pub(super) fn vfio_part(inputs: &Inputs) -> Vec<Row> {
         Err(r) => return vec![*r],
     };
     progress("vfio-user: host REGION_READ round trips against dmalab serve");
-    let socket_ns = socket_read_ns(&dmalab, &inputs.out.join("logs"));
+    let socket_ns = socket_read_ns(&dmalab);
     progress("vfio-user: dmalab boot");
     let mut cmd = dmalab_command(
         &dmalab,

@@ -10,5 +10,6 @@ pub mod crosscheck;
 pub mod guest;
 pub mod ktap;
 pub mod tiny_guest;
+pub mod vfio_user;
 
 pub use build::workspace_root;

@@ -13,6 +13,8 @@
 //! - `fuzz`: build the libFuzzer targets of `fuzz/` and run them
 //!   (`fuzz --help`-less: `[--seconds N] [--runs N] [TARGET...]`, see fuzz.rs);
 //!   `test` runs a few seconds of each.
+//! - `qemu`: dma24 under QEMU 11 (installed when missing): `dmalab serve`
+//!   and QEMU's vfio-user-pci, the module + tool guest on the console.
 //! - `setup`: the host tools the tests need beyond the image recipe's
 //!   (chromium, for the trace report's browser test); `test` runs it too.
 //!
@@ -23,6 +25,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod qemu;
 mod tally;
 
 use std::process::{Command, ExitCode};
@@ -32,7 +35,7 @@ use ci::build::{self, BuildError};
 use thiserror::Error;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <images|demo|test|bench|fuzz|setup>");
+    eprintln!("usage: cargo xtask <images|demo|test|bench|fuzz|qemu|setup>");
     eprintln!(
         "  images   build the guest images into the cache (DMALAB_CACHE, default ~/.cache/dmalab)"
     );
@@ -46,6 +49,9 @@ fn usage() -> ExitCode {
     eprintln!(
         "  fuzz     run the fuzz targets: fuzz [--seconds N] [--runs N] [TARGET...] ({})",
         fuzz::TARGETS.join(", ")
+    );
+    eprintln!(
+        "  qemu     dma24 under QEMU 11: dmalab serve + vfio-user-pci, the module + tool guest"
     );
     eprintln!("  setup    install the host tools the tests need (chromium)");
     ExitCode::from(2)
@@ -64,6 +70,10 @@ enum TaskError {
     Bench(#[from] bench::BenchError),
     #[error(transparent)]
     Fuzz(#[from] fuzz::FuzzError),
+    #[error(transparent)]
+    Qemu(#[from] qemu::QemuError),
+    #[error("cannot install QEMU for the vfio-user tests: {0}")]
+    QemuInstall(String),
     #[error("cannot run cargo test: {0}")]
     Spawn(std::io::Error),
     #[error("cargo test --workspace failed ({0})")]
@@ -85,6 +95,7 @@ fn main() -> ExitCode {
             .map(|p| println!("{}", p.display()))
             .map_err(TaskError::from),
         Some("test") => run_tests(&args[1..]),
+        Some("qemu") => qemu::run(&args[1..]).map_err(TaskError::from),
         Some("bench") => bench::run(&args[1..]).map_err(TaskError::from),
         Some("fuzz") => fuzz::run(&args[1..]).map_err(TaskError::from),
         _ => return usage(),
@@ -108,12 +119,15 @@ fn run_tests(extra: &[String]) -> Result<(), TaskError> {
     let dmalab = build::dmalab()?;
     // The report's browser test needs it; CI machines start without one.
     let chromium = ensure_chromium()?;
+    // The vfio-user boots need QEMU 11 (installed into the cache if missing).
+    let qemu = build::current_qemu().map_err(TaskError::QemuInstall)?;
     let mut child = Command::new(env!("CARGO"))
         .args(["test", "--workspace"])
         .args(extra)
         .env("DMALAB_IMAGES", &dir)
         .env("DMALAB_BIN", &dmalab)
         .env("DMALAB_CHROMIUM", &chromium)
+        .env("DMALAB_QEMU", &qemu)
         .env("DMALAB_REQUIRE_IMAGES", "1")
         .current_dir(build::workspace_root())
         .stdout(std::process::Stdio::piped())

@@ -9,15 +9,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+mod common;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use ci::crosscheck::{self, Trace};
 use ci::guest::{self, Artifacts, GuestRun, GuestSpec};
-use ci::ktap;
-use device_model::{Direction, Outcome};
+use common::*;
+use device_model::Outcome;
 
 #[path = "boot/stress_unbind.rs"]
 mod stress_unbind;
@@ -25,15 +25,6 @@ mod stress_unbind;
 /// Guest settings every configuration shares (the demo's: a small DMA-API
 /// debug table).
 const COMMON_CMDLINE: &str = guest::GUEST_CMDLINE;
-
-struct Booted {
-    run: GuestRun,
-    trace: Option<Trace>,
-}
-
-fn out_dir() -> PathBuf {
-    guest::runs_dir()
-}
 
 fn boot(spec: GuestSpec) -> Option<Booted> {
     let artifacts = Artifacts::for_test(&spec.name)?;
@@ -43,24 +34,11 @@ fn boot(spec: GuestSpec) -> Option<Booted> {
         .trace
         .as_ref()
         .map(|p| Trace::load(p).unwrap_or_else(|e| panic!("{}: {e}\n{}", spec.name, tail(&run))));
-    Some(Booted { run, trace })
-}
-
-fn tail(run: &GuestRun) -> String {
-    let summary = run
-        .trace
-        .as_ref()
-        .and_then(|p| device_model::trace::summary::summarize_file(p).ok())
-        .map(|s| s.render_table())
-        .unwrap_or_else(|| "(no trace)".into());
-    format!(
-        "--- {} console tail (full log in {}) ---\n{}\n--- trace summary ---\n{summary}",
-        run.name,
-        out_dir()
-            .join(format!("{}.console.log", run.name))
-            .display(),
-        run.console_tail(60)
-    )
+    Some(Booted {
+        run,
+        trace,
+        no_warnings: false,
+    })
 }
 
 /// Boots `spec` the first time a test asks for it; every later caller reads
@@ -211,199 +189,8 @@ fn device_view(b: &Booted, n: usize) -> Booted {
             wall: b.run.wall,
         },
         trace,
+        no_warnings: b.no_warnings,
     }
-}
-
-/// The suites the driver must run, with at least this many cases each.
-const SUITES: &[(&str, usize)] = &[
-    ("dmalab_probe", 2),
-    ("dmalab_transfer", 6),
-    ("dmalab_uapi", 3),
-    ("dmalab_alloc_lab", 8),
-    ("dmalab_alloc_lab2", 6),
-    ("dmalab_alloc_lab3", 2),
-    ("dmalab_faults", 9),
-    ("dmalab_lifecycle", 1),
-    ("dmalab_zerocopy", 3),
-];
-
-fn check_clean_exit(b: &Booted) {
-    assert_eq!(b.run.exit, Some(0), "dmalab exit status\n{}", tail(&b.run));
-    let init = b.run.init_lines();
-    assert!(
-        init.contains(&"done"),
-        "init did not finish\n{}",
-        tail(&b.run)
-    );
-    // The allocator lab plants DMA-API debug errors on purpose (the private
-    // buffer of a module, README "Allocator lab"), each announced by a
-    // `dma-api planted:` line: the count must be exactly those.
-    let planted = b.run.console.matches(": dma-api planted: ").count();
-    let reported = format!("dma-api error_count={planted}");
-    assert!(
-        init.contains(&reported.as_str()),
-        "the kernel's DMA-API debugging found other errors than the {planted} planted ones (or did not report): {init:?}\n{}",
-        tail(&b.run)
-    );
-    check_sleep_in_atomic_reports(b);
-    check_expected_warnings(b);
-}
-
-/// Kernel WARNINGs are counted exactly: dma-direct warns once per boot at
-/// each of its two call sites (single mapping, SG mapping) when the
-/// allocator lab's out-of-mask buffers are refused, and DMA-API debugging
-/// prints the first of its errors (show_num_errors=1) as a WARNING: one when
-/// a DMA-API error was planted. Any other WARNING fails. A device with a
-/// wider mask (the 32-bit boot) refuses none of those buffers in dma-direct
-/// (they are all below 4 GiB): no dma-direct warning is expected there.
-fn check_expected_warnings(b: &Booted) {
-    let console = &b.run.console;
-    let warnings: Vec<&str> = console
-        .lines()
-        .filter(|l| l.contains("WARNING: "))
-        .collect();
-    let planted = console.contains(": dma-api planted: ");
-    let mut direct_sites = BTreeSet::new();
-    for w in &warnings {
-        if w.contains("kernel/dma/direct.h") {
-            let site = ["dma_map_phys+", "dma_direct_map_sg+"]
-                .into_iter()
-                .find(|s| w.contains(s))
-                .unwrap_or_else(|| panic!("unexpected dma-direct warning: {w}\n{}", tail(&b.run)));
-            assert!(
-                direct_sites.insert(site),
-                "dma-direct warned twice at {site}"
-            );
-        } else {
-            assert!(
-                planted && w.contains("kernel/dma/debug.c") && w.contains("debug_dma_map_single"),
-                "unexpected kernel warning: {w}\n{}",
-                tail(&b.run)
-            );
-        }
-    }
-    let direct_expected = if console.contains(", 24-bit DMA mask") {
-        2
-    } else {
-        0
-    };
-    assert_eq!(
-        warnings.len(),
-        direct_expected + usize::from(planted),
-        "kernel warnings: {warnings:?}\n{}",
-        tail(&b.run)
-    );
-}
-
-/// The kernel's "sleeping function called from invalid context" reports
-/// (CONFIG_DEBUG_ATOMIC_SLEEP): one per planted GFP_KERNEL under a spinlock
-/// (see below for the one allowed extra), and none other.
-fn check_sleep_in_atomic_reports(b: &Booted) {
-    let console = &b.run.console;
-    let planted = console
-        .matches("dmalab: planted: GFP_KERNEL under a spinlock")
-        .count();
-    let reports = console
-        .matches("BUG: sleeping function called from invalid context")
-        .count();
-    // One per planted call. A second can follow within the same call only if
-    // the slab needed a new page (the page allocator checks might_sleep too)
-    // and printing the first took over a second (the report is rate-limited
-    // to one per HZ): seen once on a loaded host, before the driver warmed
-    // the slab. Never more, and never one without a planted call.
-    assert!(
-        (planted..=2 * planted).contains(&reports),
-        "{reports} sleeping-in-atomic reports for {planted} planted ones\n{}",
-        tail(&b.run)
-    );
-}
-
-fn check_kunit(b: &Booted, skips_allowed: &[&str]) {
-    let suites = ktap::parse(&b.run.console);
-    let by_name: BTreeMap<&str, &ktap::Suite> =
-        suites.iter().map(|s| (s.name.as_str(), s)).collect();
-    for (name, min_cases) in SUITES {
-        let s = by_name
-            .get(name)
-            .unwrap_or_else(|| panic!("suite {name} did not run\n{}", tail(&b.run)));
-        assert_eq!(
-            s.ok,
-            Some(true),
-            "suite {name} did not pass: {:?}\n{}",
-            s.cases,
-            tail(&b.run)
-        );
-        assert_eq!(s.failed(), 0, "{name}: {:?}", s.cases);
-        assert!(
-            s.cases.len() >= *min_cases,
-            "{name} ran {} cases: {:?}",
-            s.cases.len(),
-            s.cases
-        );
-        for c in &s.cases {
-            if let ktap::Outcome::Skip(why) = &c.outcome {
-                assert!(
-                    skips_allowed.iter().any(|a| c.name == *a),
-                    "{name}.{} skipped unexpectedly: {why}\n{}",
-                    c.name,
-                    tail(&b.run)
-                );
-            }
-        }
-    }
-}
-
-/// The STARTs the KUnit tests say they made (`# dma24-0: N STARTs; ...`).
-fn reported_starts(console: &str) -> u64 {
-    console
-        .lines()
-        .filter_map(|l| l.split_once("# dma24-0: ").map(|(_, r)| r))
-        .filter_map(|r| {
-            r.split_once(" STARTs")
-                .and_then(|(n, _)| n.trim().parse::<u64>().ok())
-        })
-        .sum()
-}
-
-fn transfers_in(trace: &Trace) -> BTreeSet<u64> {
-    trace.records.iter().map(|r| r.transfer).collect()
-}
-
-fn check_trace_complete(b: &Booted) -> &Trace {
-    let t = b.trace.as_ref().expect("the run has a trace");
-    let footer = t
-        .footer
-        .unwrap_or_else(|| panic!("trace has no footer: not closed\n{}", tail(&b.run)));
-    assert_eq!(footer.dropped, 0, "trace dropped records");
-    assert_eq!(
-        footer.records,
-        t.records.len() as u64,
-        "footer count vs records"
-    );
-    for (i, r) in t.records.iter().enumerate() {
-        assert_eq!(r.seq, i as u64 + 1, "sequence numbers have a gap at {i}");
-    }
-    t
-}
-
-/// The faults the KUnit fault suite plants on a rejecting device, one each.
-fn planted_faults_reject() -> BTreeMap<Outcome, usize> {
-    BTreeMap::from([
-        (Outcome::RejectedMask, 3),
-        (Outcome::BmeOff, 1),
-        (Outcome::BadLength, 1),
-        (Outcome::BadOffset, 1),
-        (Outcome::BadCommand, 1),
-        (Outcome::BadDescriptor, 1),
-    ])
-}
-
-fn fault_counts(trace: &Trace) -> BTreeMap<Outcome, usize> {
-    let mut m = BTreeMap::new();
-    for r in trace.records.iter().filter(|r| r.outcome != Outcome::Ok) {
-        *m.entry(r.outcome).or_insert(0) += 1;
-    }
-    m
 }
 
 #[test]
@@ -442,22 +229,6 @@ fn trace_holds_exactly_the_transfers_the_suites_made() {
     );
     assert_eq!(t.header.mask_bits, 24);
     assert_eq!(t.header.overflow, "reject");
-}
-
-/// Every round trip the driver reports (`xfer` lines) is in the trace, both
-/// directions, with the right bytes.
-fn check_driver_round_trips(b: &Booted) {
-    let t = check_trace_complete(b);
-    let reported = crosscheck::driver_transfers(&b.run.console);
-    assert!(
-        reported.len() >= 20,
-        "the driver reported only {} transfers\n{}",
-        reported.len(),
-        tail(&b.run)
-    );
-    for x in &reported {
-        crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
-    }
 }
 
 #[test]
@@ -697,67 +468,6 @@ fn check_plain_module_ran_no_suites(b: &Booted) {
     }
 }
 
-fn check_tool(b: &Booted) {
-    let result = b
-        .run
-        .console
-        .lines()
-        .find_map(|l| {
-            l.split_once("dma24-tool: result ")
-                .map(|(_, r)| r.to_string())
-        })
-        .unwrap_or_else(|| panic!("no dma24-tool result line\n{}", tail(&b.run)));
-    assert!(
-        result.contains(" failed=0 "),
-        "dma24-tool: {result}\n{}",
-        tail(&b.run)
-    );
-    let t = check_trace_complete(b);
-    let transfers = crosscheck::tool_transfers(&b.run.console);
-    assert!(
-        transfers.len() >= 14,
-        "expected 7 round trips, got {transfers:?}"
-    );
-    for x in &transfers {
-        crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
-    }
-    assert!(transfers.iter().any(|x| x.dir == Direction::FromDevice));
-    // The allocator lab from user space: coherent memory round-trips (an
-    // `ok ... alloc=coherent` line, matched with the trace above), the
-    // private and stack buffers are refused, the size table is complete.
-    let init = b.run.init_lines();
-    assert!(
-        init.contains(&"dma24-tool lab exit=0"),
-        "dma24-tool alloc/sizes failed: {init:?}\n{}",
-        tail(&b.run)
-    );
-    let console = &b.run.console;
-    assert!(
-        console
-            .lines()
-            .any(|l| l.starts_with("dma24-tool: ok ") && l.ends_with(" alloc=coherent")),
-        "no coherent round trip from user space\n{}",
-        tail(&b.run)
-    );
-    for source in ["static-buffer", "stack-buffer"] {
-        assert!(
-            console.contains(&format!("dma24-tool: lab {source} refused: EIO")),
-            "{source} was not refused with EIO\n{}",
-            tail(&b.run)
-        );
-    }
-    // The built-in run prints the size-class table from user space.
-    if init.contains(&"driver built in") {
-        let rows = console.matches("dma24-tool: size alloc=").count();
-        assert_eq!(
-            rows,
-            6 * 14,
-            "size-class rows from dma24-tool\n{}",
-            tail(&b.run)
-        );
-    }
-}
-
 /// The 24-bit device's zero-copy story, from user space: the mmap buffer
 /// works (ZONE_DMA addresses in the trace), the user pages are refused with
 /// EIO and a `dev_err` naming the page, nothing started, and with the bounce
@@ -868,68 +578,7 @@ fn user_page_dma_is_zero_copy_with_a_32_bit_mask() {
     let Some(b) = module_userspace_mask32() else {
         return;
     };
-    check_clean_exit(b);
-    check_tool(b);
-    let console = &b.run.console;
-    let t = check_trace_complete(b);
-    assert_eq!(t.header.mask_bits, 32);
-    assert!(
-        !console.contains("dma24-tool: zerocopy refused")
-            && !console.contains("dma24-tool: zerocopy bounced"),
-        "user pages refused or bounced on a 32-bit device\n{}",
-        tail(&b.run)
-    );
-    let lines: Vec<&str> = console
-        .lines()
-        .filter(|l| l.contains("dma24-tool: zerocopy ok "))
-        .collect();
-    let transfers = crosscheck::zero_copy_transfers(console);
-    assert!(
-        lines.len() >= 2 && transfers.len() == 2 * lines.len(),
-        "{lines:?}\n{}",
-        tail(&b.run)
-    );
-    for (line, x) in lines.iter().zip(transfers.iter().step_by(2)) {
-        let seqs =
-            crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
-        let first = t
-            .records
-            .iter()
-            .find(|r| r.seq == seqs[0])
-            .unwrap_or_else(|| panic!("no trace record with seq {}", seqs[0]));
-        let phys = crosscheck::hex_field(line, "phys").unwrap_or_else(|| panic!("{line}"));
-        assert_eq!(
-            first.requested_addr.0, phys,
-            "the device did not read the user's page: {line} vs {first:?}"
-        );
-        if let Some(p) = crosscheck::hex_field(line, "pagemap") {
-            assert_eq!(p, phys, "driver and /proc/self/pagemap disagree: {line}");
-        }
-        assert!(
-            phys >= 0x100_0000,
-            "a user page in ZONE_DMA is no proof of zero copy: {line}"
-        );
-        assert_eq!(
-            crosscheck::hex_field(line, "bus"),
-            Some(phys),
-            "dma-direct: bus address = physical address: {line}"
-        );
-    }
-    for x in &crosscheck::mmap_transfers(console) {
-        crosscheck::check_transfer(t, x).unwrap_or_else(|e| panic!("{e}\n{}", tail(&b.run)));
-    }
-    assert!(
-        console.contains("dma24-tool: zerocopy result passed="),
-        "{}",
-        tail(&b.run)
-    );
-    assert!(
-        console
-            .lines()
-            .any(|l| l.contains("dma24-tool: zerocopy result ") && l.ends_with(" failed=0")),
-        "{}",
-        tail(&b.run)
-    );
+    check_user_page_zero_copy_32(b);
 }
 
 /// The KUnit `boot_cma` diagnostic of a boot: (outcome, phys_lo, phys_hi).

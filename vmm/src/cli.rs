@@ -58,6 +58,9 @@ pub enum Command {
     /// Boot a Linux guest.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Run(Box<RunArgs>),
+    /// Serve a dma24 device over vfio-user (for QEMU's vfio-user-pci) until
+    /// the client disconnects (exit 0) or SIGINT/SIGTERM (130).
+    Serve(crate::serve::ServeArgs),
     /// Read a DMA trace written by `run --trace`.
     #[command(subcommand)]
     Trace(TraceCommand),

@@ -30,6 +30,7 @@ pub mod memory;
 pub mod mptable;
 pub mod pci;
 pub mod serial;
+pub mod serve;
 pub mod signals;
 pub mod stop;
 pub mod vcpu;

@@ -38,6 +38,13 @@ fn main() {
                 e.exit_code()
             }
         },
+        Command::Serve(args) => match vmm::serve::serve(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("dmalab: error: {e}");
+                e.exit_code()
+            }
+        },
         Command::Trace(TraceCommand::Summary { file, json }) => {
             match device_model::trace::summary::summarize_file(&file) {
                 Ok(s) => {

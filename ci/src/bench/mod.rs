@@ -23,6 +23,8 @@
 //!   `trace summary` of the same file.
 //! - `zerocopy`: one boot with a 32-bit-mask dma24: read()/write(), mmap +
 //!   ioctl and user-page DMA side by side (`dma24-tool bench`), fits.
+//! - `vfio`: the same guest under dmalab and under QEMU + `dmalab serve`
+//!   (vfio-user): driver-ready, read()/write() rate, one register read.
 //!
 //! Each part returns its own result; this file assembles the report.
 
@@ -44,6 +46,7 @@ mod stats;
 mod table;
 mod tiny_kernel;
 mod trace;
+mod vfio;
 mod vmm;
 mod zerocopy;
 
@@ -104,10 +107,12 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
         if opts.quick { ", quick" } else { "" },
         out.join("logs").display()
     ));
-    let needs_guest = opts
-        .parts
-        .iter()
-        .any(|p| matches!(p, Part::Boot | Part::Initcall | Part::Dma | Part::Zerocopy));
+    let needs_guest = opts.parts.iter().any(|p| {
+        matches!(
+            p,
+            Part::Boot | Part::Initcall | Part::Dma | Part::Zerocopy | Part::Vfio
+        )
+    });
     let (images, dmalab) = if needs_guest {
         progress("guest images (images/build.sh; cached after the first time)");
         let images = build::images().map_err(|e| e.to_string());
@@ -159,6 +164,9 @@ pub fn run(args: &[String]) -> Result<(), BenchError> {
     }
     if parts.contains(&Part::Zerocopy) {
         report.rows.extend(zerocopy::zerocopy_part(&inputs));
+    }
+    if parts.contains(&Part::Vfio) {
+        report.rows.extend(vfio::vfio_part(&inputs));
     }
     if parts.contains(&Part::Mmio) || parts.contains(&Part::Dma) {
         driver_mmio_row(&mut report, parts.contains(&Part::Boot));

@@ -13,16 +13,18 @@ pub enum Part {
     Dma,
     Trace,
     Zerocopy,
+    Vfio,
 }
 
 impl Part {
-    const ALL: [Part; 6] = [
+    const ALL: [Part; 7] = [
         Part::Boot,
         Part::Initcall,
         Part::Mmio,
         Part::Dma,
         Part::Trace,
         Part::Zerocopy,
+        Part::Vfio,
     ];
 
     fn parse(s: &str) -> Option<Part> {
@@ -33,6 +35,7 @@ impl Part {
             "dma" => Some(Part::Dma),
             "trace" => Some(Part::Trace),
             "zerocopy" => Some(Part::Zerocopy),
+            "vfio" => Some(Part::Vfio),
             _ => None,
         }
     }
@@ -53,7 +56,7 @@ usage: cargo xtask bench [--runs N] [--quick] [--json PATH] [--only PARTS] [--no
   --runs N       boots per VMM (default 3; --quick: 1)
   --quick        one boot each, no initcall_debug boot, short criterion runs
   --json PATH    where to write the results (default ~/.cache/dmalab/bench/latest.json)
-  --only PARTS   comma list of boot,initcall,mmio,dma,trace,zerocopy (default: all)
+  --only PARTS   comma list of boot,initcall,mmio,dma,trace,zerocopy,vfio (default: all)
   --no-qemu      boot dmalab only";
 
 pub fn parse_options(args: &[String], default_json: PathBuf) -> Result<Options, String> {

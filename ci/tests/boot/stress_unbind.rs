@@ -46,6 +46,7 @@ fn device_trace(b: &Booted, n: usize) -> Trace {
             wall: b.run.wall,
         },
         trace: Some(t),
+        no_warnings: b.no_warnings,
     };
     check_trace_complete(&view);
     view.trace.expect("loaded above")

@@ -114,8 +114,19 @@ pub fn open_trace(
             Hex(memory::PCI_MMIO_WINDOW_END),
         ]),
     };
+    open_trace_with_layout(path, config, Some(memory), max_size)
+}
+
+/// [`open_trace`] for a host whose address map is not known when the trace
+/// opens (`dmalab serve`: the client maps memory later).
+pub fn open_trace_with_layout(
+    path: &Path,
+    config: &Dma24Config,
+    memory: Option<MemoryLayout>,
+    max_size: u64,
+) -> Result<TraceSink, AttachError> {
     let options = TraceOptions {
-        memory: Some(memory),
+        memory,
         max_size,
         ..TraceOptions::default()
     };

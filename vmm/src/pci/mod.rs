@@ -17,8 +17,8 @@ mod mmio_window;
 mod root;
 
 pub use attach::{
-    attach_dma24, open_trace, parse_device_spec, place_devices, AttachError, Dma24Attachment,
-    DEVICE_TYPE,
+    attach_dma24, open_trace, open_trace_with_layout, parse_device_spec, place_devices,
+    AttachError, Dma24Attachment, DEVICE_TYPE,
 };
 pub use host_bridge::HostBridge;
 pub use irq::{IrqError, KvmInterrupts, MsiSignaller};

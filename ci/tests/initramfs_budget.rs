@@ -15,8 +15,13 @@ fn initramfs_env(key: &str) -> Option<String> {
         .map(|v| v.trim_matches('"').to_string())
 }
 
-/// 0.6 MiB, the goal of issue 15.
-const BUDGET_GOAL_BYTES: u64 = 629_145;
+/// 0.65 MiB. Issue 15's lever was 0.6 MiB, met on 2026-12-01 (593,920
+/// bytes with the plain module); the same day's new tool commands (stress,
+/// unbind, boot-cma, the bench's phases: dma24-tool 112 -> 141 KB) and
+/// driver code (standing DMA mapping, timing, boot-time CMA: 249 -> 277 KB)
+/// made it 664,064. The next lever is named in images/README.md (the
+/// module's 106 KB of Rust symbol names).
+const BUDGET_GOAL_BYTES: u64 = 681_574;
 
 fn budget() -> u64 {
     initramfs_env("INITRAMFS_BUDGET_BYTES")
@@ -27,11 +32,11 @@ fn budget() -> u64 {
 /// The budget itself stays at the goal: raising it must be a change here,
 /// with its reason, not a quiet edit of initramfs.env.
 #[test]
-fn the_budget_is_at_most_0_6_mib() {
+fn the_budget_is_at_most_0_65_mib() {
     let budget = budget();
     assert!(
         budget <= BUDGET_GOAL_BYTES,
-        "INITRAMFS_BUDGET_BYTES={budget} in images/initramfs/initramfs.env is over 0.6 MiB \
+        "INITRAMFS_BUDGET_BYTES={budget} in images/initramfs/initramfs.env is over 0.65 MiB \
          ({BUDGET_GOAL_BYTES}): shrink the initramfs instead (images/README.md)"
     );
 }

@@ -241,6 +241,8 @@ impl SharedBuf {
         for r in reader {
             match r.expect("trace line") {
                 Record::Dma(d) => records.push(d),
+                // An engine reset (CTRL_RESET): a line of its own, not a record.
+                Record::Reset(_) => {}
                 Record::Footer(f) => footer = Some(f),
                 Record::Header(_) => unreachable!("the reader refuses a second header"),
             }

@@ -70,12 +70,15 @@ fn irq_alloc(dev: &Dma24) -> bool {
     let mut c = Checks::new();
     let (n0, f0, _) = lab_gfp::irq_allocs();
     let irqs0 = get(&dev.stats.irqs);
+    let before = tally(dev);
     let off = fit(0x2000, 512, dev.info.devmem_size);
     let rt = dev.with_live(|live| {
         lab_gfp::arm_irq_alloc();
         Ok(RoundTrip::run(live, Allocator::KmallocDma, off, 512, 0, SEED))
     });
     let still_armed = lab_gfp::disarm_irq_alloc();
+    // The STARTs line the host harness adds up against the trace.
+    let (starts, ok, _) = report(dev, &before);
     let (n1, f1, phys) = lab_gfp::irq_allocs();
     let irqs = get(&dev.stats.irqs) - irqs0;
     diag!(
@@ -94,6 +97,7 @@ fn irq_alloc(dev: &Dma24) -> bool {
     check!(c, f1 == f0, "GFP_ATOMIC | GFP_DMA failed in the handler");
     check!(c, phys != 0 && phys < 1 << 24, "allocated at {:#x}, expected ZONE_DMA", phys);
     check!(c, irqs >= 2, "{} interrupts for two transfers", irqs);
+    check!(c, starts == 2 && ok == 2, "{} STARTs, {} device transfers, expected 2 and 2", starts, ok);
     c.all_passed()
 }
 

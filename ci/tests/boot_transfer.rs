@@ -23,10 +23,6 @@ use device_model::Outcome;
 #[path = "boot/stress_unbind.rs"]
 mod stress_unbind;
 
-/// Guest settings every configuration shares (the demo's: a small DMA-API
-/// debug table).
-const COMMON_CMDLINE: &str = guest::GUEST_CMDLINE;
-
 fn boot(spec: GuestSpec) -> Option<Booted> {
     let artifacts = Artifacts::for_test(&spec.name)?;
     let run =
@@ -49,20 +45,6 @@ fn once(
     spec: impl FnOnce() -> GuestSpec,
 ) -> Option<&'static Booted> {
     cell.get_or_init(|| boot(spec())).as_ref()
-}
-
-fn spec(name: &str, kernel: &str, cmdline: &str, device: &str) -> GuestSpec {
-    GuestSpec {
-        name: name.into(),
-        kernel: kernel.into(),
-        initrd: true,
-        cmdline: format!("{COMMON_CMDLINE} {cmdline}").trim_end().to_string(),
-        device: Some(device.into()),
-        mem_mib: 128,
-        timeout: Duration::from_secs(600),
-        module: None,
-        module_args: None,
-    }
 }
 
 /// The driver built in, default device (24 bits, reject), MSI: KUnit at boot,
@@ -408,14 +390,8 @@ fn trace_report_opens_in_headless_chromium() {
 fn module_loads_transfers_from_user_space_and_unloads() {
     let Some(b) = module_userspace() else { return };
     check_clean_exit(b);
+    check_module_lifecycle(b);
     let init = b.run.init_lines();
-    for line in ["insmod dmalab ok", "dma24-tool exit=0", "rmmod dmalab ok"] {
-        assert!(
-            init.contains(&line),
-            "init did not print {line:?}: {init:?}\n{}",
-            tail(&b.run)
-        );
-    }
     assert!(
         init.iter().any(
             |l| l.starts_with("pci 0000:00:01.0 vendor=0x1234 device=0xd024")

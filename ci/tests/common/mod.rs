@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ci::crosscheck::{self, Trace};
-use ci::guest::{self, GuestRun};
+use ci::guest::{self, GuestRun, GuestSpec};
 use ci::ktap;
 use device_model::{Direction, Outcome};
 
@@ -19,6 +20,37 @@ pub struct Booted {
     /// suites that plant them (QEMU on PVM, `ci::vfio_user::PVM_NO_WARN`):
     /// no WARNING is expected and those suites are not required.
     pub no_warnings: bool,
+}
+
+/// A guest of the suites: `kernel` from the images with the initramfs, the
+/// shared command line (`guest::GUEST_CMDLINE`) plus `cmdline`, one
+/// `device`, 128 MiB, a 600 s timeout (callers override fields they need).
+pub fn spec(name: &str, kernel: &str, cmdline: &str, device: &str) -> GuestSpec {
+    GuestSpec {
+        name: name.into(),
+        kernel: kernel.into(),
+        initrd: true,
+        cmdline: format!("{} {cmdline}", guest::GUEST_CMDLINE)
+            .trim_end()
+            .to_string(),
+        device: Some(device.into()),
+        mem_mib: 128,
+        timeout: Duration::from_secs(600),
+        module: None,
+        module_args: None,
+    }
+}
+
+/// A module boot's init ran its whole course: insmod, the tool, rmmod.
+pub fn check_module_lifecycle(b: &Booted) {
+    let init = b.run.init_lines();
+    for line in ["insmod dmalab ok", "dma24-tool exit=0", "rmmod dmalab ok"] {
+        assert!(
+            init.contains(&line),
+            "init did not print {line:?}: {init:?}\n{}",
+            tail(&b.run)
+        );
+    }
 }
 
 pub fn out_dir() -> PathBuf {

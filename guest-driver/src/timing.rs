@@ -33,8 +33,6 @@ pub(crate) enum Call {
     User = 2,
 }
 
-/// debugfs names of the call counts and their times, by [`Call`].
-const CALL_NAMES: [(&str, &str); 3] = [("rw_calls", "rw_ns"), ("mmap_calls", "mmap_ns"), ("user_calls", "user_ns")];
 
 /// Running sums, see the module documentation.
 pub(crate) struct Timing {
@@ -87,22 +85,22 @@ impl Timing {
 
     /// `key value` lines for debugfs.
     pub(crate) fn lines(&self) -> [(&'static str, u64); 9] {
-        let mut v = [
+        let call = |kind: Call| {
+            let i = kind as usize;
+            (get(&self.calls[i]), get(&self.call_ns[i]))
+        };
+        let (rw, mmap, user) = (call(Call::Rw), call(Call::Mmap), call(Call::User));
+        [
             ("irqs_timed", get(&self.irqs_timed)),
             ("start_to_irq_ns", get(&self.start_to_irq_ns)),
             ("irq_to_wake_ns", get(&self.irq_to_wake_ns)),
-            ("", 0),
-            ("", 0),
-            ("", 0),
-            ("", 0),
-            ("", 0),
-            ("", 0),
-        ];
-        for (i, (calls, ns)) in CALL_NAMES.iter().enumerate() {
-            v[3 + 2 * i] = (calls, get(&self.calls[i]));
-            v[4 + 2 * i] = (ns, get(&self.call_ns[i]));
-        }
-        v
+            ("rw_calls", rw.0),
+            ("rw_ns", rw.1),
+            ("mmap_calls", mmap.0),
+            ("mmap_ns", mmap.1),
+            ("user_calls", user.0),
+            ("user_ns", user.1),
+        ]
     }
 }
 

@@ -347,7 +347,6 @@ impl<'a> Live<'a> {
         if len == 0 || len > map.len() {
             return Err(EINVAL);
         }
-        self.check_range(dev_offset, len)?;
         let mut segs = KVec::new();
         let mut left = len;
         for entry in map.table().iter() {

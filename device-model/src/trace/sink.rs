@@ -389,8 +389,10 @@ fn write_loop(
             std::mem::swap(&mut batch, &mut q.events);
             q.closed
         };
-        // DMA records of this batch handed to the writer but not yet flushed.
+        // DMA records of this batch handed to the writer but not yet flushed,
+        // and whether any line (a reset too) waits in the buffer.
         let mut pending = 0u64;
+        let mut buffered = false;
         let first_seq = batch.first().map_or(0, |&(seq, _, _)| seq);
         for (seq, t_ns, queued) in batch.drain(..) {
             line.clear();
@@ -417,7 +419,10 @@ fn write_loop(
             }
             match out.write_all(&line) {
                 // The footer's `records` counts DMA records (resets have no seq).
-                Ok(()) => pending += u64::from(is_dma),
+                Ok(()) => {
+                    pending += u64::from(is_dma);
+                    buffered = true;
+                }
                 Err(e) => {
                     // This record and the unflushed ones before it are lost.
                     budget.write_failed(describe(&e), first_seq, pending + u64::from(is_dma));
@@ -425,7 +430,8 @@ fn write_loop(
                 }
             }
         }
-        if pending > 0 {
+        // Reset lines reach the file on the same cadence as DMA records.
+        if buffered {
             match out.flush() {
                 Ok(()) => written += pending,
                 Err(e) => budget.write_failed(describe(&e), first_seq, pending),

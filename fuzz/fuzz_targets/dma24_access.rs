@@ -97,6 +97,12 @@ fn reg_offset(offset: u16) -> u64 {
     }
 }
 
+/// Whether a write of `n` bytes at BAR0 offset `reg` reaches REG_CONTROL
+/// (where CTRL_RESET is).
+fn writes_control(reg: u64, n: usize) -> bool {
+    reg <= REG_CONTROL && reg.saturating_add(n as u64) > REG_CONTROL
+}
+
 const IDLE: Duration = Duration::from_secs(10);
 
 fn read_u64(dev: &Dma24<dmalab_fuzz::Mem>, reg: u64) -> u64 {
@@ -137,12 +143,7 @@ fuzz_target!(|input: Input| {
             } => {
                 let reg = reg_offset(offset);
                 let n = size_of(size);
-                if reg <= REG_CONTROL
-                    && reg + n as u64 > REG_CONTROL
-                    && !dev.wait_idle(Duration::ZERO)
-                {
-                    reset_in_flight = true;
-                }
+                reset_in_flight |= writes_control(reg, n) && !dev.wait_idle(Duration::ZERO);
                 write_reg(&dev, reg, value, n);
             }
             Op::RegRead { offset, size } => {
@@ -212,6 +213,11 @@ fuzz_target!(|input: Input| {
                 byte,
             } => {
                 let data = vec![byte; usize::from(len)];
+                // A write to BAR0 is split into register writes: it can
+                // reset the device as well.
+                reset_in_flight |= bar % 4 == BAR_REGS
+                    && writes_control(offset.into(), data.len())
+                    && !dev.wait_idle(Duration::ZERO);
                 dev.write_bar(bar % 4, offset.into(), &data);
             }
             Op::BarRead { bar, offset, len } => {

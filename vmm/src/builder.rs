@@ -26,6 +26,7 @@ use crate::logger;
 use crate::memory;
 use crate::mptable;
 use crate::pci;
+use crate::profile::{self, Profile};
 use crate::stop::{ExitCode, StopReason, VmControl};
 use crate::vcpu::Vcpu;
 use crate::vcpu_threads::VcpuThreads;
@@ -50,6 +51,8 @@ struct Inputs {
     module: Option<ModuleArchive>,
     /// The dma24 devices with their slots (`pci::place_devices`).
     devices: Vec<(u8, device_model::Dma24Config)>,
+    /// `--profile`, its file already created.
+    profile: Option<Arc<Profile>>,
 }
 
 /// A VM ready to run: memory loaded, devices wired, vCPUs configured.
@@ -60,6 +63,7 @@ pub struct Vm {
     legacy: LegacyDevices,
     pci: PciDevices,
     mem: GuestMemoryMmap,
+    profile: Option<Arc<Profile>>,
     // Kept open until the VM is done (the vCPU fds refer to them).
     _vm: Arc<VmFd>,
     _kvm: Kvm,
@@ -92,6 +96,10 @@ impl VmBuilder {
         });
         loader::check_memory(&kernel, with_module.as_ref(), mem_size)?;
         let devices = pci::place_devices(&cfg.devices)?;
+        let profile = match &cfg.profile {
+            Some(path) => Some(Arc::new(Profile::create(path, &cfg.kernel)?)),
+            None => None,
+        };
         Ok(Inputs {
             mem_size,
             cmdline,
@@ -99,6 +107,7 @@ impl VmBuilder {
             initrd,
             module,
             devices,
+            profile,
         })
     }
 
@@ -193,7 +202,7 @@ impl VmBuilder {
         // vCPUs, then what depends on them (lpj from the TSC rate).
         let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
         for id in 0..cfg.vcpus {
-            let v = Vcpu::new(
+            let mut v = Vcpu::new(
                 &kvm,
                 &vm,
                 id,
@@ -204,6 +213,9 @@ impl VmBuilder {
                 cfg.cpu,
             )?;
             v.configure_cpuid(&kvm, cfg.vcpus)?;
+            if let Some(p) = &inputs.profile {
+                v.set_profile(p.clone());
+            }
             vcpus.push(v);
         }
         let tsc_khz = vcpus.first().map_or(0, Vcpu::tsc_khz);
@@ -228,6 +240,7 @@ impl VmBuilder {
             legacy,
             pci,
             mem,
+            profile: inputs.profile,
             _vm: vm,
             _kvm: kvm,
         })
@@ -241,12 +254,19 @@ impl Vm {
     pub fn run(self) -> Result<ExitCode, VmError> {
         let control = self.control;
         let threads = VcpuThreads::start(self.vcpus).map_err(VmError::Thread)?;
-        let result = event_loop(&self.cfg, &control, self.legacy, &threads);
+        let kick_every = match self.profile {
+            Some(_) => profile::SAMPLE_INTERVAL,
+            None => HALT_PROBE_INTERVAL,
+        };
+        let result = event_loop(&self.cfg, &control, self.legacy, &threads, kick_every);
         if !control.should_stop() {
             // The loop failed: stop the guest anyway.
             control.request_stop(StopReason::VmmError("event loop failed".into()));
         }
         threads.stop();
+        if let Some(p) = &self.profile {
+            p.finish()?;
+        }
         result?;
         let reason = control.reason();
         let code = control.exit_code();
@@ -270,6 +290,7 @@ fn event_loop(
     control: &Arc<VmControl>,
     legacy: LegacyDevices,
     vcpus: &VcpuThreads,
+    kick_every: Duration,
 ) -> Result<(), VmError> {
     let mut em: EventManager<Arc<Mutex<VmmLoop>>> =
         EventManager::new().map_err(VmError::EventLoop)?;
@@ -285,13 +306,17 @@ fn event_loop(
         source,
     })?;
     em.add_subscriber(Arc::new(Mutex::new(lp)));
-    let mut next_probe = Instant::now() + HALT_PROBE_INTERVAL;
+    // Wake up at least as often as the vCPUs are kicked.
+    let wait_ms = i32::try_from(kick_every.as_millis().clamp(1, 200)).unwrap_or(200);
+    let mut next_kick = Instant::now() + kick_every;
     while !control.should_stop() {
-        em.run_with_timeout(200).map_err(VmError::EventLoop)?;
-        if Instant::now() >= next_probe {
-            // Let the vCPUs look whether the guest halted for good.
+        em.run_with_timeout(wait_ms).map_err(VmError::EventLoop)?;
+        let now = Instant::now();
+        if now >= next_kick {
+            // Let the vCPUs look whether the guest halted for good (and
+            // take a profile sample, with --profile).
             vcpus.kick();
-            next_probe = Instant::now() + HALT_PROBE_INTERVAL;
+            next_kick = now + kick_every;
         }
     }
     Ok(())

@@ -161,6 +161,11 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub module_args: Option<String>,
+    /// Sample where the guest's vCPU is every millisecond (kernel function,
+    /// user mode or halted) and write a ranked report to FILE at the end
+    /// (function names from the kernel's ELF symbol table).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 }
 
 fn parse_device(s: &str) -> Result<Dma24Config, String> {
@@ -249,6 +254,7 @@ impl RunArgs {
             trace_max_size: self.trace_max_size,
             module: self.module,
             module_args: self.module_args,
+            profile: self.profile,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::cpuid::{apply_policy, CpuPolicy};
 use crate::fault::{self, Completion};
 pub use crate::kvm_exit::ExitStats;
 use crate::kvm_exit::{dispatch_port_io, handle_kvm_exit, ExitAction, ExitContext};
+use crate::profile::{Place, Profile};
 use crate::stop::{StopReason, VmControl};
 
 /// Errors configuring a vCPU.
@@ -46,6 +47,8 @@ pub struct Vcpu {
     /// The buses and the exit counters.
     exits: ExitContext,
     halt_probe: bool,
+    /// `--profile`: every kick out of KVM_RUN is a sample.
+    profile: Option<Arc<Profile>>,
 }
 
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
@@ -84,6 +87,7 @@ impl Vcpu {
             policy,
             exits: ExitContext::new(pio, mmio),
             halt_probe: false,
+            profile: None,
         })
     }
 
@@ -206,9 +210,7 @@ impl Vcpu {
                 None
             }
             ExitAction::InternalError => self.handle_internal_error().err(),
-            ExitAction::Interrupted => {
-                (self.halt_probe && self.halted_for_good()).then_some(StopReason::Halted)
-            }
+            ExitAction::Interrupted => self.on_kick(),
         }
     }
 
@@ -357,13 +359,35 @@ impl Vcpu {
         self.halt_probe = on;
     }
 
-    fn halted_for_good(&self) -> bool {
+    /// Samples every kick into this profile.
+    pub fn set_profile(&mut self, profile: Arc<Profile>) {
+        self.profile = Some(profile);
+    }
+
+    /// Kicked out of KVM_RUN (see `vcpu_threads.rs`): take a profile sample,
+    /// and stop if the guest halted for good.
+    fn on_kick(&self) -> Option<StopReason> {
         const RFLAGS_IF: u64 = 1 << 9;
+        if !self.halt_probe && self.profile.is_none() {
+            return None;
+        }
         let halted = self
             .fd
             .get_mp_state()
             .is_ok_and(|s| s.mp_state == KVM_MP_STATE_HALTED);
-        halted && self.fd.get_regs().is_ok_and(|r| r.rflags & RFLAGS_IF == 0)
+        let regs = self.fd.get_regs().ok();
+        if let (Some(p), Some(r)) = (&self.profile, &regs) {
+            let place = if halted {
+                Place::Halted
+            } else if self.fd.get_sregs().is_ok_and(|s| s.cs.dpl == 3) {
+                Place::User
+            } else {
+                Place::Kernel(r.rip)
+            };
+            p.record(crate::logger::ms_since_start(), place);
+        }
+        let for_good = halted && regs.is_some_and(|r| r.rflags & RFLAGS_IF == 0);
+        (self.halt_probe && for_good).then_some(StopReason::Halted)
     }
 
     /// Finish an `int3` the way the CPU would: step over it and deliver #BP.

@@ -57,6 +57,8 @@ pub struct VmConfig {
     /// A kernel module put in front of the initrd for /init to load.
     pub module: Option<PathBuf>,
     pub module_args: Option<String>,
+    /// `--profile`: sample where the vCPUs are and write a report here.
+    pub profile: Option<PathBuf>,
 }
 
 /// Errors setting up or running the VM.
@@ -68,6 +70,8 @@ pub enum VmError {
     Cmdline(#[from] CmdlineError),
     #[error(transparent)]
     Module(#[from] ModuleError),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
     #[error(transparent)]
     BootInfo(#[from] BootInfoError),
     #[error(transparent)]
@@ -125,6 +129,7 @@ impl VmError {
             VmError::Loader(_)
             | VmError::Cmdline(_)
             | VmError::Module(_)
+            | VmError::Profile(crate::profile::ProfileError::Create { .. })
             | VmError::Memory(MemoryError::BadSize(_))
             | VmError::Attach(
                 AttachError::Trace(_)
@@ -306,6 +311,7 @@ mod tests {
             trace_max_size: device_model::trace::DEFAULT_MAX_SIZE,
             module: None,
             module_args: None,
+            profile: None,
         };
         let e = run(&cfg).unwrap_err();
         assert!(

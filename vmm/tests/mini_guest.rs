@@ -307,3 +307,64 @@ fn stdin_reaches_the_guest_uart() {
     assert_eq!(r.code, 0, "{}", r.dump());
     assert_eq!(r.stdout, "got x\ngot y\ngot z\n", "{}", r.dump());
 }
+
+/// `--profile`: a guest that counts down in a loop (CPL 0) and then halts
+/// with interrupts on (so the halt probe lets it be) until the timeout. The
+/// report must place every kernel sample in the loop's page and see the halt.
+#[test]
+fn profile_places_samples_in_the_loop_and_the_halt() {
+    need_kvm!();
+    let mut a = Asm::new();
+    // mov ecx, 400000; spin: dec ecx; jnz spin; sti; hlt; jmp $
+    a.bytes(&[0xb9]).bytes(&400_000u32.to_le_bytes());
+    a.bytes(&[0x49, 0x75, 0xfd, 0xfb, 0xf4]).hang();
+    let report = temp_file("profile.txt", b"");
+    let elf = temp_file("profiled.elf", &pvh_elf(&a.code));
+    let r = dmalab(&[
+        "run",
+        "--kernel",
+        elf.0.to_str().unwrap(),
+        "--mem",
+        "16",
+        "--timeout",
+        "1.5",
+        "--no-stdin",
+        "--profile",
+        report.0.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 6, "{}", r.dump());
+    let text = std::fs::read_to_string(&report.0).unwrap();
+    let field = |label: &str| -> usize {
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in\n{text}"));
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let total: usize = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("# ")?
+                .split_once(" samples, ")?
+                .0
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no sample count in\n{text}"));
+    let kernel = field("guest kernel (CPL 0)");
+    let halted = field("halted (idle: waiting for an interrupt)");
+    // 1 kHz for 1.5 s; a busy host delays kicks, so ask for a fifth.
+    assert!(total >= 300, "{total} samples\n{text}");
+    assert_eq!(field("guest user mode (CPL 3)"), 0, "{text}");
+    assert_eq!(kernel + halted, total, "{text}");
+    assert!(halted * 4 >= total, "the halt is most of the run\n{text}");
+    // No symbol table in a mini guest: kernel samples are named by page,
+    // and there is only the one page of code.
+    if kernel > 0 {
+        let loop_page = text
+            .lines()
+            .find(|l| l.ends_with("[no symbol, page 0x100000]"))
+            .unwrap_or_else(|| panic!("no loop page line in\n{text}"));
+        assert!(loop_page.starts_with(&format!("{kernel:>9} ")), "{text}");
+    }
+}

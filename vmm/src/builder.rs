@@ -26,6 +26,7 @@ use crate::logger;
 use crate::memory;
 use crate::mptable;
 use crate::pci;
+use crate::pirq;
 use crate::profile::{self, Profile};
 use crate::stop::{ExitCode, StopReason, VmControl};
 use crate::vcpu::Vcpu;
@@ -225,6 +226,7 @@ impl VmBuilder {
         let entry = write_boot_info(&mem, &kernel, initrd, &cmdline, &e820)?;
         write_entry_structures(&mem, &entry)?;
         mptable::write(&mem, cfg.vcpus, &pci.irq_routes)?;
+        pirq::write(&mem)?;
         for v in &vcpus {
             v.configure_boot(&entry)?;
         }

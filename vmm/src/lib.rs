@@ -29,6 +29,7 @@ pub mod logger;
 pub mod memory;
 pub mod mptable;
 pub mod pci;
+pub mod pirq;
 pub mod profile;
 pub mod serial;
 pub mod serve;

@@ -9,6 +9,7 @@
 //! 0x0002_0000  kernel command line (2 KiB)
 //! 0x0009_fc00  MP floating pointer + MP configuration table (EBDA, reserved)
 //! 0x000a_0000  legacy VGA/BIOS hole (not RAM)
+//! 0x000f_0000  BIOS area: PCI IRQ routing table header (pirq.rs, reserved)
 //! 0x0010_0000  RAM: ZONE_DMA is [0, 16 MiB), all usable RAM but the EBDA
 //! 0x0100_0000  vmlinux load address (CONFIG_PHYSICAL_START)
 //! top of RAM below 2 GiB: initrd
@@ -50,6 +51,9 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// End of conventional memory.
 pub const LOW_RAM_END: u64 = 0xa0000;
+/// The legacy BIOS area (0xF0000-0xFFFFF, inside the reserved hole), where
+/// Linux looks for firmware tables.
+pub const BIOS_AREA_START: u64 = 0xf0000;
 /// Start of "high" memory (the bzImage protected-mode code loads here).
 pub const HIGHMEM_START: u64 = 0x100000;
 /// ZONE_DMA's upper bound on x86-64: a 24-bit device can address below it.

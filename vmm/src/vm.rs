@@ -105,6 +105,8 @@ pub enum VmError {
     Boot(#[from] BootError),
     #[error(transparent)]
     Mptable(#[from] MptableError),
+    #[error(transparent)]
+    Pirq(#[from] crate::pirq::PirqError),
     #[error("cannot map device: {0}")]
     Bus(#[from] BusError),
     #[error("{what}: {source}")]

@@ -46,8 +46,24 @@ pub struct Feature {
     pub reg: Reg,
     pub bit: u8,
     /// Also passed in `clearcpuid=` (only room for the essential ones).
-    pub on_cmdline: bool,
+    pub cmdline: Cmdline,
 }
+
+/// How a hidden feature appears in the guest's `clearcpuid=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmdline {
+    /// Only in KVM_SET_CPUID2.
+    No,
+    /// By its Linux flag name.
+    Name,
+    /// By Linux's feature number (word * 32 + bit, from
+    /// arch/x86/include/asm/cpufeatures.h): for flags Linux gives no name,
+    /// and where the number is shorter (the buffer is 128 bytes).
+    Number(u16),
+}
+
+const NAME: Cmdline = Cmdline::Name;
+const NO: Cmdline = Cmdline::No;
 
 const fn f(
     name: &'static str,
@@ -55,7 +71,7 @@ const fn f(
     subleaf: u32,
     reg: Reg,
     bit: u8,
-    on_cmdline: bool,
+    cmdline: Cmdline,
 ) -> Feature {
     Feature {
         name,
@@ -63,65 +79,73 @@ const fn f(
         subleaf,
         reg,
         bit,
-        on_cmdline,
+        cmdline,
     }
 }
 
-/// The features hidden by [`CpuPolicy::Filtered`]. Those with `on_cmdline`
+/// The features hidden by [`CpuPolicy::Filtered`]. Those with a `cmdline` spelling
 /// come first, in order of importance (what the emulator was seen to fail on
 /// first), because the guest's `clearcpuid=` buffer is 128 bytes.
 pub const HIDDEN: &[Feature] = &[
-    f("xsave", 1, 0, Reg::Ecx, 26, true),   // xrstor in FPU init
-    f("smap", 7, 0, Reg::Ebx, 20, true),    // clac/stac in every entry
-    f("smep", 7, 0, Reg::Ebx, 7, true),     // hidden with smap
-    f("popcnt", 1, 0, Reg::Ecx, 23, true),  // popcnt
-    f("fsgsbase", 7, 0, Reg::Ebx, 0, true), // rd/wr{fs,gs}base
-    f("ssse3", 1, 0, Reg::Ecx, 9, true),    // SIMD: ldmxcsr in kernel_fpu_begin
-    f("sse4_1", 1, 0, Reg::Ecx, 19, true),
-    f("sse4_2", 1, 0, Reg::Ecx, 20, true),
-    f("avx", 1, 0, Reg::Ecx, 28, true),
-    f("avx2", 7, 0, Reg::Ebx, 5, true),
-    f("aes", 1, 0, Reg::Ecx, 25, true),
-    f("pclmulqdq", 1, 0, Reg::Ecx, 1, true),
-    f("rdrand", 1, 0, Reg::Ecx, 30, true),
-    f("rdseed", 7, 0, Reg::Ebx, 18, true),
-    f("invpcid", 7, 0, Reg::Ebx, 10, true),
-    f("pcid", 1, 0, Reg::Ecx, 17, true),
-    f("rdpid", 7, 0, Reg::Ecx, 22, true),
-    f("sha_ni", 7, 0, Reg::Ebx, 29, true),
+    f("xsave", 1, 0, Reg::Ecx, 26, NAME),   // xrstor in FPU init
+    f("smap", 7, 0, Reg::Ebx, 20, NAME),    // clac/stac in every entry
+    f("smep", 7, 0, Reg::Ebx, 7, NAME),     // hidden with smap
+    f("popcnt", 1, 0, Reg::Ecx, 23, NAME),  // popcnt
+    f("fsgsbase", 7, 0, Reg::Ebx, 0, NAME), // rd/wr{fs,gs}base
+    f("ssse3", 1, 0, Reg::Ecx, 9, NAME),    // SIMD: ldmxcsr in kernel_fpu_begin
+    f("sse4_1", 1, 0, Reg::Ecx, 19, NAME),
+    f("sse4_2", 1, 0, Reg::Ecx, 20, NAME),
+    f("avx", 1, 0, Reg::Ecx, 28, NAME),
+    f("avx2", 7, 0, Reg::Ebx, 5, NAME),
+    f("aes", 1, 0, Reg::Ecx, 25, NAME),
+    f("pclmulqdq", 1, 0, Reg::Ecx, 1, Cmdline::Number(4 * 32 + 1)),
+    f("rdrand", 1, 0, Reg::Ecx, 30, NAME),
+    f("rdseed", 7, 0, Reg::Ebx, 18, NAME),
+    f("invpcid", 7, 0, Reg::Ebx, 10, NAME),
+    f("pcid", 1, 0, Reg::Ecx, 17, NAME),
+    f("rdpid", 7, 0, Reg::Ecx, 22, NAME),
+    f("sha_ni", 7, 0, Reg::Ebx, 29, NAME),
+    // Not emulator gaps but speed: the emulator runs `rep movsb`/`rep stosb`
+    // one byte per step (about 1 us each). Without these three the kernel's
+    // memcpy, memset and page clearing take its `rep stosq`/unrolled-loop
+    // paths, eight bytes or more per emulated step.
+    f("erms", 7, 0, Reg::Ebx, 9, NAME),
+    f("fsrm", 7, 0, Reg::Edx, 4, NAME),
+    // No Linux name ("" in cpufeatures.h); AMD's FSRM implies it in init_amd.
+    f("fsrs", 7, 1, Reg::Eax, 11, Cmdline::Number(12 * 32 + 11)),
     // Only in KVM_SET_CPUID2 (precautions, and what XSAVE/AVX imply).
-    f("osxsave", 1, 0, Reg::Ecx, 27, false),
-    f("fma", 1, 0, Reg::Ecx, 12, false),
-    f("movbe", 1, 0, Reg::Ecx, 22, false),
-    f("f16c", 1, 0, Reg::Ecx, 29, false),
-    f("bmi1", 7, 0, Reg::Ebx, 3, false),
-    f("hle", 7, 0, Reg::Ebx, 4, false),
-    f("bmi2", 7, 0, Reg::Ebx, 8, false),
-    f("rtm", 7, 0, Reg::Ebx, 11, false),
-    f("avx512f", 7, 0, Reg::Ebx, 16, false),
-    f("avx512dq", 7, 0, Reg::Ebx, 17, false),
-    f("adx", 7, 0, Reg::Ebx, 19, false),
-    f("avx512ifma", 7, 0, Reg::Ebx, 21, false),
-    f("avx512cd", 7, 0, Reg::Ebx, 28, false),
-    f("avx512bw", 7, 0, Reg::Ebx, 30, false),
-    f("avx512vl", 7, 0, Reg::Ebx, 31, false),
-    f("avx512vbmi", 7, 0, Reg::Ecx, 1, false),
-    f("pku", 7, 0, Reg::Ecx, 3, false),
-    f("ospke", 7, 0, Reg::Ecx, 4, false),
-    f("avx512_vbmi2", 7, 0, Reg::Ecx, 6, false),
-    f("gfni", 7, 0, Reg::Ecx, 8, false),
-    f("vaes", 7, 0, Reg::Ecx, 9, false),
-    f("vpclmulqdq", 7, 0, Reg::Ecx, 10, false),
-    f("avx512_vnni", 7, 0, Reg::Ecx, 11, false),
-    f("avx512_bitalg", 7, 0, Reg::Ecx, 12, false),
-    f("avx512_vpopcntdq", 7, 0, Reg::Ecx, 14, false),
-    f("avx_vnni", 7, 1, Reg::Eax, 4, false),
-    f("avx512_bf16", 7, 1, Reg::Eax, 5, false),
-    f("abm", 0x8000_0001, 0, Reg::Ecx, 5, false),
-    f("sse4a", 0x8000_0001, 0, Reg::Ecx, 6, false),
-    f("xop", 0x8000_0001, 0, Reg::Ecx, 11, false),
-    f("fma4", 0x8000_0001, 0, Reg::Ecx, 16, false),
-    f("tbm", 0x8000_0001, 0, Reg::Ecx, 21, false),
+    f("osxsave", 1, 0, Reg::Ecx, 27, NO),
+    f("fma", 1, 0, Reg::Ecx, 12, NO),
+    f("movbe", 1, 0, Reg::Ecx, 22, NO),
+    f("f16c", 1, 0, Reg::Ecx, 29, NO),
+    f("bmi1", 7, 0, Reg::Ebx, 3, NO),
+    f("hle", 7, 0, Reg::Ebx, 4, NO),
+    f("bmi2", 7, 0, Reg::Ebx, 8, NO),
+    f("rtm", 7, 0, Reg::Ebx, 11, NO),
+    f("avx512f", 7, 0, Reg::Ebx, 16, NO),
+    f("avx512dq", 7, 0, Reg::Ebx, 17, NO),
+    f("adx", 7, 0, Reg::Ebx, 19, NO),
+    f("avx512ifma", 7, 0, Reg::Ebx, 21, NO),
+    f("avx512cd", 7, 0, Reg::Ebx, 28, NO),
+    f("avx512bw", 7, 0, Reg::Ebx, 30, NO),
+    f("avx512vl", 7, 0, Reg::Ebx, 31, NO),
+    f("avx512vbmi", 7, 0, Reg::Ecx, 1, NO),
+    f("pku", 7, 0, Reg::Ecx, 3, NO),
+    f("ospke", 7, 0, Reg::Ecx, 4, NO),
+    f("avx512_vbmi2", 7, 0, Reg::Ecx, 6, NO),
+    f("gfni", 7, 0, Reg::Ecx, 8, NO),
+    f("vaes", 7, 0, Reg::Ecx, 9, NO),
+    f("vpclmulqdq", 7, 0, Reg::Ecx, 10, NO),
+    f("avx512_vnni", 7, 0, Reg::Ecx, 11, NO),
+    f("avx512_bitalg", 7, 0, Reg::Ecx, 12, NO),
+    f("avx512_vpopcntdq", 7, 0, Reg::Ecx, 14, NO),
+    f("avx_vnni", 7, 1, Reg::Eax, 4, NO),
+    f("avx512_bf16", 7, 1, Reg::Eax, 5, NO),
+    f("abm", 0x8000_0001, 0, Reg::Ecx, 5, NO),
+    f("sse4a", 0x8000_0001, 0, Reg::Ecx, 6, NO),
+    f("xop", 0x8000_0001, 0, Reg::Ecx, 11, NO),
+    f("fma4", 0x8000_0001, 0, Reg::Ecx, 16, NO),
+    f("tbm", 0x8000_0001, 0, Reg::Ecx, 21, NO),
 ];
 
 /// The guest kernel's `clearcpuid=` buffer (COMMAND_LINE_SIZE would allow
@@ -133,10 +157,13 @@ pub fn clearcpuid_arg(policy: CpuPolicy) -> Option<String> {
     match policy {
         CpuPolicy::Host => None,
         CpuPolicy::Filtered => {
-            let names: Vec<&str> = HIDDEN
+            let names: Vec<String> = HIDDEN
                 .iter()
-                .filter(|f| f.on_cmdline)
-                .map(|f| f.name)
+                .filter_map(|f| match f.cmdline {
+                    Cmdline::No => None,
+                    Cmdline::Name => Some(f.name.to_string()),
+                    Cmdline::Number(n) => Some(n.to_string()),
+                })
                 .collect();
             Some(format!("clearcpuid={}", names.join(",")))
         }
@@ -258,7 +285,7 @@ mod tests {
         assert_eq!(
             arg,
             "clearcpuid=xsave,smap,smep,popcnt,fsgsbase,ssse3,sse4_1,sse4_2,avx,avx2,aes,\
-             pclmulqdq,rdrand,rdseed,invpcid,pcid,rdpid,sha_ni"
+             129,rdrand,rdseed,invpcid,pcid,rdpid,sha_ni,erms,fsrm,395"
         );
         assert_eq!(clearcpuid_arg(CpuPolicy::Host), None);
     }
@@ -275,8 +302,8 @@ mod tests {
             );
         }
         // Command-line features come first.
-        let first_off = HIDDEN.iter().position(|f| !f.on_cmdline).unwrap();
-        assert!(HIDDEN[first_off..].iter().all(|f| !f.on_cmdline));
+        let first_off = HIDDEN.iter().position(|f| f.cmdline == NO).unwrap();
+        assert!(HIDDEN[first_off..].iter().all(|f| f.cmdline == NO));
     }
 
     #[test]
@@ -294,8 +321,9 @@ mod tests {
             assert_eq!(l7.ebx & (1 << bit), 0, "leaf 7 ebx bit {bit}");
         }
         assert_eq!(l7.ecx & (1 << 22), 0);
-        assert_eq!(l7.edx, 0x1234, "untouched register");
-        assert_eq!(lookup(&c, 7, 1).unwrap().eax & 0x30, 0);
+        assert_eq!(l7.edx, 0x1234 & !(1 << 4), "only fsrm cleared in edx");
+        assert_eq!(l7.ebx & (1 << 9), 0, "erms");
+        assert_eq!(lookup(&c, 7, 1).unwrap().eax & 0x830, 0);
         assert_eq!(lookup(&c, 0xd, 1).unwrap().eax, 0);
         assert!(hidden_features_in(1, 0, Reg::Ecx, l1.ecx).is_empty());
         assert!(hidden_features_in(7, 0, Reg::Ebx, l7.ebx).is_empty());

@@ -122,7 +122,11 @@ fn hidden_on_cmdline(leaf: u32, reg: Reg, value: u32) -> Vec<&'static str> {
     let names = hidden_features_in(leaf, 0, reg, value);
     names
         .into_iter()
-        .filter(|n| HIDDEN.iter().any(|f| f.name == *n && f.on_cmdline))
+        .filter(|n| {
+            HIDDEN
+                .iter()
+                .any(|f| f.name == *n && f.cmdline != vmm::cpuid::Cmdline::No)
+        })
         .collect()
 }
 

@@ -32,6 +32,9 @@ pub const MAX_SAMPLES: usize = 1 << 20;
 const TOP_FUNCTIONS: usize = 60;
 /// Functions named per second of wall time.
 const TOP_PER_SECOND: usize = 3;
+/// Functions whose callers are listed, and callers each.
+const TOP_WITH_CALLERS: usize = 20;
+const CALLERS_EACH: usize = 3;
 
 /// Errors of `--profile`.
 #[derive(Debug, Error)]
@@ -55,9 +58,15 @@ pub enum Place {
     Halted,
     /// CPL 3.
     User,
-    /// CPL 0 at this address.
-    Kernel(u64),
+    /// CPL 0 at `rip`; `caller` is the first word on the stack that falls
+    /// in a kernel function (most often the return address into the caller;
+    /// 0 when none did). Linux's ORC unwinder keeps no frame pointers, so
+    /// this is a heuristic: good enough to tell who calls a hot memcpy.
+    Kernel { rip: u64, caller: u64 },
 }
+
+/// Stack words looked at for the caller.
+pub const STACK_WORDS: usize = 24;
 
 #[derive(Clone, Copy, Debug)]
 struct Sample {
@@ -165,6 +174,17 @@ impl Profile {
         })
     }
 
+    /// The first of `stack` (words from RSP up) that lies in a kernel
+    /// function other than the one at `rip`.
+    pub fn caller(&self, rip: u64, stack: &[u64]) -> u64 {
+        let own = self.symbols.lookup(rip);
+        stack
+            .iter()
+            .copied()
+            .find(|&w| self.symbols.lookup(w).is_some_and(|f| Some(f) != own))
+            .unwrap_or(0)
+    }
+
     /// Records one sample taken `ms` after VMM start.
     pub fn record(&self, ms: f64, place: Place) {
         let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -254,7 +274,7 @@ fn report(samples: &[Sample], dropped: u64, symbols: &Symbols, kernel: &Path) ->
     let kernel_names = |s: &[Sample]| -> Vec<String> {
         s.iter()
             .filter_map(|s| match s.place {
-                Place::Kernel(a) => Some(symbols.name(a)),
+                Place::Kernel { rip, .. } => Some(symbols.name(rip)),
                 _ => None,
             })
             .collect()
@@ -268,6 +288,31 @@ fn report(samples: &[Sample], dropped: u64, symbols: &Symbols, kernel: &Path) ->
         .take(TOP_FUNCTIONS)
     {
         let _ = writeln!(out, "{n:>9} {:>7.2}  {name}", pct(n, total));
+    }
+    let _ = writeln!(
+        out,
+        "\n## who calls them (top {TOP_WITH_CALLERS}; % of the function's samples; the caller is the first stack word inside another kernel function)"
+    );
+    for (name, n) in ranked(kernel_names(samples))
+        .into_iter()
+        .take(TOP_WITH_CALLERS)
+    {
+        let callers: Vec<String> = samples
+            .iter()
+            .filter_map(|s| match s.place {
+                Place::Kernel { rip, caller } if symbols.name(rip) == name => Some(match caller {
+                    0 => "[unknown]".to_string(),
+                    c => symbols.name(c),
+                }),
+                _ => None,
+            })
+            .collect();
+        let top: Vec<String> = ranked(callers)
+            .into_iter()
+            .take(CALLERS_EACH)
+            .map(|(c, k)| format!("{c} {:.0}%", pct(k, n)))
+            .collect();
+        let _ = writeln!(out, "  {name} <- {}", top.join(", "));
     }
     let _ = writeln!(
         out,
@@ -334,12 +379,18 @@ mod tests {
         for i in 0..10 {
             samples.push(Sample {
                 ms: i,
-                place: Place::Kernel(0x2004),
+                place: Place::Kernel {
+                    rip: 0x2004,
+                    caller: 0x1008,
+                },
             });
         }
         samples.push(Sample {
             ms: 11,
-            place: Place::Kernel(0x1004),
+            place: Place::Kernel {
+                rip: 0x1004,
+                caller: 0,
+            },
         });
         samples.push(Sample {
             ms: 1500,
@@ -351,7 +402,10 @@ mod tests {
         });
         samples.push(Sample {
             ms: 1700,
-            place: Place::Kernel(0x1500),
+            place: Place::Kernel {
+                rip: 0x1500,
+                caller: 0x2000,
+            },
         });
         let r = report(&samples, 3, &s, Path::new("vmlinux"));
         assert!(r.contains("14 samples"), "{r}");
@@ -374,10 +428,26 @@ mod tests {
             r.contains("    0 s    11/   0/   0  b 91%, a_alias_with_size 9%"),
             "{r}"
         );
+        assert!(r.contains("  b <- a_alias_with_size 100%"), "{r}");
+        assert!(r.contains("  a_alias_with_size <- [unknown] 100%"), "{r}");
+        assert!(r.contains("  [no symbol, page 0x1000] <- b 100%"), "{r}");
         assert!(
             r.contains("    1 s     1/   1/   1  [no symbol, page 0x1000] 33%"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn the_caller_is_the_first_word_in_another_function() {
+        let path = std::env::temp_dir().join(format!("dmalab-caller-{}", std::process::id()));
+        let p = Profile {
+            symbols: table(),
+            ..Profile::create(&path, Path::new("k")).unwrap()
+        };
+        let _ = std::fs::remove_file(&path);
+        // Own function's addresses and non-code words are skipped.
+        assert_eq!(p.caller(0x2004, &[0x2008, 0x5, 0x1010, 0x3000]), 0x1010);
+        assert_eq!(p.caller(0x2004, &[0x2008, 0x5]), 0);
     }
 
     #[test]

@@ -7,13 +7,13 @@
 use std::sync::Arc;
 
 use kvm_bindings::{
-    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_run, CpuId, Msrs, KVM_EXIT_IO_IN,
+    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, CpuId, Msrs, KVM_EXIT_IO_IN,
     KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
     KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_HALTED,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::boot::{entry_regs, entry_sregs, EntryPoint};
 use crate::bus::Bus;
@@ -21,7 +21,7 @@ use crate::cpuid::{apply_policy, CpuPolicy};
 use crate::fault::{self, Completion};
 pub use crate::kvm_exit::ExitStats;
 use crate::kvm_exit::{dispatch_port_io, handle_kvm_exit, ExitAction, ExitContext};
-use crate::profile::{Place, Profile};
+use crate::profile::{self, Place, Profile};
 use crate::stop::{StopReason, VmControl};
 
 /// Errors configuring a vCPU.
@@ -377,17 +377,39 @@ impl Vcpu {
             .is_ok_and(|s| s.mp_state == KVM_MP_STATE_HALTED);
         let regs = self.fd.get_regs().ok();
         if let (Some(p), Some(r)) = (&self.profile, &regs) {
-            let place = if halted {
-                Place::Halted
-            } else if self.fd.get_sregs().is_ok_and(|s| s.cs.dpl == 3) {
-                Place::User
-            } else {
-                Place::Kernel(r.rip)
+            let place = match self.fd.get_sregs() {
+                _ if halted => Place::Halted,
+                Ok(s) if s.cs.dpl == 3 => Place::User,
+                Ok(s) => Place::Kernel {
+                    rip: r.rip,
+                    caller: p.caller(r.rip, &self.stack_words(r.rsp, &s)),
+                },
+                Err(_) => Place::Kernel {
+                    rip: r.rip,
+                    caller: 0,
+                },
             };
             p.record(crate::logger::ms_since_start(), place);
         }
         let for_good = halted && regs.is_some_and(|r| r.rflags & RFLAGS_IF == 0);
         (self.halt_probe && for_good).then_some(StopReason::Halted)
+    }
+
+    /// Up to [`profile::STACK_WORDS`] words from the guest stack at `rsp`
+    /// (kernel stacks are vmalloc memory: walked through the page tables),
+    /// within its page; none outside long mode.
+    fn stack_words(&self, rsp: u64, sregs: &kvm_sregs) -> Vec<u64> {
+        const EFER_LMA: u64 = 1 << 10;
+        let room = usize::try_from((0x1000 - (rsp & 0xfff)) / 8).unwrap_or(0);
+        if sregs.efer & EFER_LMA == 0 {
+            return Vec::new();
+        }
+        let Some(phys) = fault::translate(&self.mem, sregs.cr3, rsp, true) else {
+            return Vec::new();
+        };
+        (0..profile::STACK_WORDS.min(room))
+            .map_while(|i| self.mem.read_obj(GuestAddress(phys + 8 * i as u64)).ok())
+            .collect()
     }
 
     /// Finish an `int3` the way the CPU would: step over it and deliver #BP.

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ci::build::{self, BuildError};
-use ci::guest::{cache_dir, GUEST_CMDLINE};
+use ci::guest::cache_dir;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -106,7 +106,6 @@ pub fn run(args: &[String]) -> Result<(), DemoError> {
             "--log-level",
             "info",
         ])
-        .args(["--cmdline", GUEST_CMDLINE])
         .arg("--trace")
         .arg(&trace)
         .stdin(Stdio::null())

@@ -305,8 +305,11 @@ fn run_target(target: &str, plan: &Plan) -> Result<Stats, FuzzError> {
     let corpus = seed_corpus(target)?;
     let artifacts = dir.join("target/artifacts").join(target);
     mkdir(&artifacts)?;
-    let log = dir.join("target/logs").join(format!("{target}.log"));
-    mkdir(dir.join("target/logs").as_path())?;
+    // Per sanitizer: the test suite's smoke (address) must not overwrite a
+    // long run's log (leak) that is still going (seen 2026-12-01).
+    let logs = dir.join("target/logs").join(plan.sanitizer.name());
+    mkdir(&logs)?;
+    let log = logs.join(format!("{target}.log"));
     let log_file = fs::File::create(&log).map_err(|source| FuzzError::Io {
         path: log.clone(),
         source,

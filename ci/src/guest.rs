@@ -5,11 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The guest's own settings for the demo and the bench boots: DMA-API
-/// debugging with a small preallocated table (the default 65536 entries
-/// cost 4 s of emulated boot).
-pub const GUEST_CMDLINE: &str = "dma_debug_entries=1024";
-
 /// Where the built images and the dmalab binary are.
 #[derive(Clone, Debug)]
 pub struct Artifacts {

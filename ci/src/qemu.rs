@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ci::build::{self, BuildError};
-use ci::guest::{cache_dir, GUEST_CMDLINE};
+use ci::guest::cache_dir;
 use ci::vfio_user::{guest_cmdline, qemu_args, Server};
 use thiserror::Error;
 
@@ -99,8 +99,7 @@ pub fn run(args: &[String]) -> Result<(), QemuError> {
     );
     let kernel = images.join(if o.kunit { "vmlinux-kunit" } else { "vmlinux" });
     let initrd = images.join("initramfs.cpio");
-    let extra = format!("{GUEST_CMDLINE} {}", o.cmdline);
-    let append = guest_cmdline(extra.trim_end());
+    let append = guest_cmdline(o.cmdline.trim());
     let args = qemu_args(&kernel, Some(&initrd), 128, &socket, &append);
     eprintln!("xtask: {} {}", qemu.display(), args.join(" "));
     let status = Command::new(&qemu)

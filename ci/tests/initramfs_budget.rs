@@ -15,13 +15,10 @@ fn initramfs_env(key: &str) -> Option<String> {
         .map(|v| v.trim_matches('"').to_string())
 }
 
-/// 0.65 MiB. Issue 15's lever was 0.6 MiB, met on 2026-12-01 (593,920
-/// bytes with the plain module); the same day's new tool commands (stress,
-/// unbind, boot-cma, the bench's phases: dma24-tool 112 -> 141 KB) and
-/// driver code (standing DMA mapping, timing, boot-time CMA: 249 -> 277 KB)
-/// made it 664,064. The next lever is named in images/README.md (the
-/// module's 106 KB of Rust symbol names).
-const BUDGET_GOAL_BYTES: u64 = 681_574;
+/// 0.6 MiB, issue 15's lever (history in initramfs.env: 593,920 bytes, then
+/// 664,064 under a 0.65 MiB budget, then 527,360 with the -O2 kernel's
+/// smaller Rust module).
+const BUDGET_GOAL_BYTES: u64 = 629_146;
 
 fn budget() -> u64 {
     initramfs_env("INITRAMFS_BUDGET_BYTES")
@@ -32,11 +29,11 @@ fn budget() -> u64 {
 /// The budget itself stays at the goal: raising it must be a change here,
 /// with its reason, not a quiet edit of initramfs.env.
 #[test]
-fn the_budget_is_at_most_0_65_mib() {
+fn the_budget_is_at_most_0_6_mib() {
     let budget = budget();
     assert!(
         budget <= BUDGET_GOAL_BYTES,
-        "INITRAMFS_BUDGET_BYTES={budget} in images/initramfs/initramfs.env is over 0.65 MiB \
+        "INITRAMFS_BUDGET_BYTES={budget} in images/initramfs/initramfs.env is over 0.6 MiB \
          ({BUDGET_GOAL_BYTES}): shrink the initramfs instead (images/README.md)"
     );
 }

@@ -65,7 +65,7 @@ fn module_spec(name: &str, module: &Path, args: &str) -> GuestSpec {
         kernel: "vmlinux".into(),
         initrd: true,
         // The module's KUnit suites are not what this test is about (35 s).
-        cmdline: "dma_debug_entries=1024 kunit.enable=0".into(),
+        cmdline: "kunit.enable=0".into(),
         device: Some("dma24".into()),
         mem_mib: 128,
         timeout: Duration::from_secs(600),

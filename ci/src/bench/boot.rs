@@ -4,8 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ci::guest::GUEST_CMDLINE;
-
 use super::analysis::{boot_phases, Boot, Phase};
 use super::guest::{BOOT_EXTRA, MEM_MIB, QEMU_CPU, QEMU_ONLY};
 use super::inputs::{progress, Inputs};
@@ -120,7 +118,7 @@ pub fn boot_part(inputs: &Inputs) -> BootPart {
         }
         .at_most(5.0, "5 ms"),
     );
-    let extra = format!("{GUEST_CMDLINE} {BOOT_EXTRA}");
+    let extra = BOOT_EXTRA.to_string();
     let mut cmdline: Option<String> = None;
     let mut boots = Vec::new();
     let runs = inputs.opts.runs;

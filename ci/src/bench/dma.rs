@@ -9,8 +9,6 @@ use serde::Serialize;
 
 use std::collections::BTreeMap;
 
-use ci::guest::GUEST_CMDLINE;
-
 use super::analysis::Boot;
 use super::console::{field, parse_driver_mmio};
 use super::criterion::{cargo_bench, criterion_args, read_criterion, Estimate};
@@ -221,7 +219,7 @@ fn dma_e2e(inputs: &Inputs, part: &mut DmaPart) {
     }
     progress("DMA end to end: dmalab boot with the device, dma24-tool selftest");
     let trace = inputs.out.join("logs/e2e.trace.jsonl");
-    let cmd = dmalab_command(&dmalab, &images, GUEST_CMDLINE, true, Some(&trace));
+    let cmd = dmalab_command(&dmalab, &images, "", true, Some(&trace));
     let (b, cap) = match inputs.one_boot(
         Vmm::Dmalab,
         0,

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use ci::guest::GUEST_CMDLINE;
-
 use super::analysis::Boot;
 use super::guest::BOOT_EXTRA;
 use super::inputs::{progress, Inputs};
@@ -69,8 +67,7 @@ pub fn initcall_part(inputs: &Inputs) -> InitcallPart {
         }
     };
     progress("initcall_debug boot: dmalab");
-    let extra =
-        format!("{GUEST_CMDLINE} {BOOT_EXTRA} initcall_debug ignore_loglevel initramfs_async=0");
+    let extra = format!("{BOOT_EXTRA} initcall_debug ignore_loglevel initramfs_async=0");
     let cmd = dmalab_command(&dmalab, &images, &extra, false, None);
     let (b, cap) = match inputs.one_boot(
         Vmm::Dmalab,

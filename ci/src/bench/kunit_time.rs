@@ -10,8 +10,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ci::guest::GUEST_CMDLINE;
-
 use super::console::{parse_driver_mmio, printk_time};
 use super::inputs::{progress, Inputs};
 use super::table::{row, Row};
@@ -69,12 +67,12 @@ pub fn kunit_time(inputs: &Inputs, images: &Path, dmalab: &Path) -> KunitTime {
         driver_mmio_read: None,
     };
     progress("boot: dmalab, vmlinux-kunit with the device (the driver's KUnit suites, 1 run)");
-    let extra = format!("{GUEST_CMDLINE} dmalab.run=none");
+    let extra = "dmalab.run=none";
     let cmd = dmalab_command_with_kernel(
         dmalab,
         &images.join("vmlinux-kunit"),
         images,
-        &extra,
+        extra,
         true,
         None,
     );

@@ -19,7 +19,6 @@ use super::memory::guest_ram_regions;
 use super::table::{fmt_ns, row, Row};
 use super::vmm::{dmalab_command, run_vmm, Capture};
 use super::zerocopy::parse;
-use ci::guest::GUEST_CMDLINE;
 use ci::vfio_user::{guest_cmdline, qemu_args, Server};
 
 /// A 32-bit dma24 with the default 64 KiB: `dma24-tool bench` then times
@@ -77,7 +76,7 @@ fn qemu_boot(
         Some(&logs.join("vfio-bench.trace.jsonl")),
         &logs.join("vfio-bench-serve.log"),
     )?;
-    let append = guest_cmdline(&format!("{GUEST_CMDLINE} {EXTRA}"));
+    let append = guest_cmdline(EXTRA);
     let args = qemu_args(
         &images.join("vmlinux"),
         Some(&images.join("initramfs.cpio")),
@@ -177,13 +176,7 @@ pub(super) fn vfio_part(inputs: &Inputs) -> Vec<Row> {
     progress("vfio-user: host REGION_READ round trips against dmalab serve");
     let socket_ns = socket_read_ns(&dmalab);
     progress("vfio-user: dmalab boot");
-    let mut cmd = dmalab_command(
-        &dmalab,
-        &images,
-        &format!("{GUEST_CMDLINE} {EXTRA}"),
-        false,
-        None,
-    );
+    let mut cmd = dmalab_command(&dmalab, &images, EXTRA, false, None);
     cmd.args(["--device", DEVICE]);
     let d = boot(inputs, "vfio-bench-dmalab", cmd);
     progress("vfio-user: QEMU + dmalab serve boot");

@@ -229,8 +229,10 @@ pub(super) fn dmalab_command_with_kernel(
         .arg(images.join("initramfs.cpio"))
         .args(["--mem", &MEM_MIB.to_string(), "--vcpus", &VCPUS.to_string()])
         .args(["--no-stdin", "--log-level", "info", "--timeout", "600"])
-        .args(["--boot-marker", DRIVER_READY])
-        .args(["--cmdline", extra]);
+        .args(["--boot-marker", DRIVER_READY]);
+    if !extra.is_empty() {
+        c.args(["--cmdline", extra]);
+    }
     if device {
         c.args(["--device", "dma24"]);
     }

@@ -15,7 +15,6 @@ use super::stats::{linear_fit, Stats};
 use super::table::Row;
 use super::table::{fmt_ns, row};
 use super::vmm::{dmalab_command, run_vmm};
-use ci::guest::GUEST_CMDLINE;
 
 /// The device of this boot (see the module documentation).
 pub const DEVICE: &str = "dma24,mask-bits=32,mem=1024";
@@ -162,7 +161,7 @@ pub(super) fn zerocopy_part(inputs: &Inputs) -> Vec<Row> {
     let mut cmd = dmalab_command(
         &dmalab,
         &images,
-        &format!("{} kunit.enable=0 dma24-tool.bench", GUEST_CMDLINE),
+        "kunit.enable=0 dma24-tool.bench",
         false,
         None,
     );

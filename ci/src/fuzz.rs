@@ -300,6 +300,9 @@ fn seed_corpus(target: &str) -> Result<PathBuf, FuzzError> {
     Ok(corpus)
 }
 
+/// libFuzzer's `-rss_limit_mb` (see [`run_target`]).
+const RSS_LIMIT_MB: u64 = 8192;
+
 fn run_target(target: &str, plan: &Plan) -> Result<Stats, FuzzError> {
     let dir = fuzz_dir();
     let corpus = seed_corpus(target)?;
@@ -322,6 +325,14 @@ fn run_target(target: &str, plan: &Plan) -> Result<Stats, FuzzError> {
         // A single input that takes this long is a hang: report it.
         .arg("-timeout=30")
         .arg("-detect_leaks=1")
+        // libFuzzer's default RSS limit is 2 GiB. The sanitizer runtime keeps
+        // about 0.42 KiB per pair of threads ever started (measured: a
+        // two-thread spawn/join loop under -Zsanitizer=leak grows 16.5 MiB
+        // per 40,000 rounds; the same device-model loop without a sanitizer
+        // stays flat), and dma24_access starts two per input (DMA worker,
+        // trace writer): 10 million inputs are about 4 GiB. 8 GiB still
+        // stops a target whose memory really runs away.
+        .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
         .arg(&corpus)
         .stdout(Stdio::null())
         .stderr(log_file);

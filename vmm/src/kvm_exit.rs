@@ -23,6 +23,8 @@ pub struct ExitStats {
     pub int3_completed: u64,
     /// ud0/ud1/ud2 completed by injecting #UD (kernel BUG/WARN).
     pub ud_completed: u64,
+    /// fwait skipped (Linux's fpu__drop at a task's exit).
+    pub fwait_completed: u64,
     pub interrupted: u64,
     pub other: u64,
 }

@@ -292,6 +292,21 @@ impl Vcpu {
                     );
                     return Ok(());
                 }
+                Some(Completion::Fwait) => {
+                    let mut next = regs;
+                    next.rip = regs.rip.wrapping_add(1);
+                    self.fd
+                        .set_regs(&next)
+                        .map_err(|e| vmm_err("completing fwait", e))?;
+                    self.exits.stats.fwait_completed += 1;
+                    log::debug!(
+                        "vCPU {}: KVM could not emulate fwait at RIP {:#x}: skipped it \
+                         (no x87 exception is pending in kernel code)",
+                        self.id,
+                        regs.rip
+                    );
+                    return Ok(());
+                }
                 Some(Completion::InvalidOpcode) => {
                     self.inject_exception(6)
                         .map_err(|e| vmm_err("injecting #UD", e))?;

@@ -89,11 +89,12 @@ impl VcpuThreads {
             }
             match h.join() {
                 Ok(s) => log::debug!(
-                    "vCPU {i}: {} port I/O exits, {} MMIO exits, {} int3 and {} ud completed, {} interrupted",
+                    "vCPU {i}: {} port I/O exits, {} MMIO exits, {} int3, {} ud and {} fwait completed, {} interrupted",
                     s.pio,
                     s.mmio,
                     s.int3_completed,
                     s.ud_completed,
+                    s.fwait_completed,
                     s.interrupted
                 ),
                 Err(_) => log::error!("vCPU {i} thread panicked"),

@@ -368,3 +368,19 @@ fn profile_places_samples_in_the_loop_and_the_halt() {
         assert!(loop_page.starts_with(&format!("{kernel:>9} ")), "{text}");
     }
 }
+
+/// `fwait` at CPL 0 (Linux's fpu__drop() runs one when a task exits with
+/// its FPU registers live): PVM's emulator cannot run it and dmalab skips
+/// it; hardware runs it (nothing pending). Either way the guest goes on.
+#[test]
+fn fwait_in_kernel_code_does_not_stop_the_guest() {
+    need_kvm!();
+    let mut a = Asm::new();
+    a.bytes(&[0x9b]).print("after fwait\n").reset().hang();
+    let r = run_mini(&a.code, &["--log-level", "debug"]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.stdout, "after fwait\n", "{}", r.dump());
+    if host_is_pvm() {
+        assert!(r.stderr.contains("could not emulate fwait"), "{}", r.dump());
+    }
+}

@@ -183,8 +183,9 @@ pub fn boot_part(inputs: &Inputs) -> BootPart {
     if !peers.is_empty() && cmdline.is_some() {
         part.notes.push(format!(
             "QEMU gets dmalab's exact guest command line plus `{QEMU_ONLY}`: on PVM hosts the kernel's \
-             int3 self-test cannot be emulated; dmalab completes that int3 by injecting #BP, QEMU cannot, \
-             so the patched guest kernel skips the test (images/patches/0002). `-cpu {QEMU_CPU}`: Debian's \
+             int3 self-test and the fwait of fpu__drop() cannot be emulated; dmalab completes them \
+             (#BP injected, fwait skipped), QEMU cannot, so the patched guest kernel leaves them out \
+             (images/patches/0002, 0004). `-cpu {QEMU_CPU}`: Debian's \
              QEMU aborts on MSR 0x10a with plain `-cpu host` here; the clearcpuid= list is already in \
              dmalab's command line. `{BOOT_EXTRA}`: both guests reboot right after driver-ready. \
              The current QEMU is trixie-backports' package in a debootstrap'd trixie root (images/qemu.sh), \

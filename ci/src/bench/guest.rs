@@ -17,9 +17,6 @@ pub const VCPUS: u32 = 1;
 /// DMALAB_KUNIT=y comparable: suites are tests, not driver start-up).
 pub const BOOT_EXTRA: &str = "dmalab.run=none kunit.enable=0";
 
-/// QEMU only: on PVM hosts the kernel's int3 self-test cannot be emulated;
-/// dmalab completes it by injecting #BP, QEMU cannot, so the patched kernel
-/// skips it (images/patches/0002-...).
-pub const QEMU_ONLY: &str = "no_int3_selftest";
+pub use ci::vfio_user::QEMU_ONLY;
 
 pub const QEMU_CPU: &str = "host,arch-capabilities=off";

@@ -283,24 +283,19 @@ fn report(samples: &[Sample], dropped: u64, symbols: &Symbols, kernel: &Path) ->
         out,
         "\n## kernel functions, most samples first (top {TOP_FUNCTIONS}; % of all samples)\n  samples       %  function"
     );
-    for (name, n) in ranked(kernel_names(samples))
-        .into_iter()
-        .take(TOP_FUNCTIONS)
-    {
-        let _ = writeln!(out, "{n:>9} {:>7.2}  {name}", pct(n, total));
+    let functions = ranked(kernel_names(samples));
+    for (name, n) in functions.iter().take(TOP_FUNCTIONS) {
+        let _ = writeln!(out, "{n:>9} {:>7.2}  {name}", pct(*n, total));
     }
     let _ = writeln!(
         out,
         "\n## who calls them (top {TOP_WITH_CALLERS}; % of the function's samples; the caller is the first stack word inside another kernel function)"
     );
-    for (name, n) in ranked(kernel_names(samples))
-        .into_iter()
-        .take(TOP_WITH_CALLERS)
-    {
+    for (name, n) in functions.iter().take(TOP_WITH_CALLERS) {
         let callers: Vec<String> = samples
             .iter()
             .filter_map(|s| match s.place {
-                Place::Kernel { rip, caller } if symbols.name(rip) == name => Some(match caller {
+                Place::Kernel { rip, caller } if symbols.name(rip) == *name => Some(match caller {
                     0 => "[unknown]".to_string(),
                     c => symbols.name(c),
                 }),
@@ -310,7 +305,7 @@ fn report(samples: &[Sample], dropped: u64, symbols: &Symbols, kernel: &Path) ->
         let top: Vec<String> = ranked(callers)
             .into_iter()
             .take(CALLERS_EACH)
-            .map(|(c, k)| format!("{c} {:.0}%", pct(k, n)))
+            .map(|(c, k)| format!("{c} {:.0}%", pct(k, *n)))
             .collect();
         let _ = writeln!(out, "  {name} <- {}", top.join(", "));
     }

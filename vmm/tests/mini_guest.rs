@@ -97,18 +97,8 @@ fn timeout_exits_6() {
     need_kvm!();
     let mut a = Asm::new();
     a.hang();
-    let elf = temp_file("spin.elf", &pvh_elf(&a.code));
     let t = std::time::Instant::now();
-    let r = dmalab(&[
-        "run",
-        "--kernel",
-        elf.0.to_str().unwrap(),
-        "--mem",
-        "16",
-        "--timeout",
-        "1",
-        "--no-stdin",
-    ]);
+    let r = run_mini_for(&a.code, "1", &[]);
     assert_eq!(r.code, 6, "{}", r.dump());
     assert!(t.elapsed().as_secs() < 10, "the VMM did not stop promptly");
 }
@@ -319,19 +309,7 @@ fn profile_places_samples_in_the_loop_and_the_halt() {
     a.bytes(&[0xb9]).bytes(&400_000u32.to_le_bytes());
     a.bytes(&[0x49, 0x75, 0xfd, 0xfb, 0xf4]).hang();
     let report = temp_file("profile.txt", b"");
-    let elf = temp_file("profiled.elf", &pvh_elf(&a.code));
-    let r = dmalab(&[
-        "run",
-        "--kernel",
-        elf.0.to_str().unwrap(),
-        "--mem",
-        "16",
-        "--timeout",
-        "1.5",
-        "--no-stdin",
-        "--profile",
-        report.0.to_str().unwrap(),
-    ]);
+    let r = run_mini_for(&a.code, "1.5", &["--profile", report.0.to_str().unwrap()]);
     assert_eq!(r.code, 6, "{}", r.dump());
     let text = std::fs::read_to_string(&report.0).unwrap();
     let field = |label: &str| -> usize {

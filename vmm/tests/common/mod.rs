@@ -322,6 +322,15 @@ pub fn run_mini(code: &[u8], extra: &[&str]) -> Run {
 
 /// Boot an ELF mini kernel with 16 MiB and a 60 s safety timeout.
 pub fn run_elf(elf: &[u8], extra: &[&str]) -> Run {
+    run_elf_for(elf, "60", extra)
+}
+
+/// Boot `code` as a PVH mini kernel with 16 MiB, stopped after `secs`.
+pub fn run_mini_for(code: &[u8], secs: &str, extra: &[&str]) -> Run {
+    run_elf_for(&pvh_elf(code), secs, extra)
+}
+
+fn run_elf_for(elf: &[u8], secs: &str, extra: &[&str]) -> Run {
     let elf = temp_file("mini.elf", elf);
     let path = elf.0.to_str().unwrap().to_string();
     let mut args = vec![
@@ -331,7 +340,7 @@ pub fn run_elf(elf: &[u8], extra: &[&str]) -> Run {
         "--mem",
         "16",
         "--timeout",
-        "60",
+        secs,
         "--no-stdin",
     ];
     args.extend_from_slice(extra);

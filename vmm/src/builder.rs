@@ -266,9 +266,9 @@ impl Vm {
             control.request_stop(StopReason::VmmError("event loop failed".into()));
         }
         threads.stop();
-        if let Some(p) = &self.profile {
-            p.finish()?;
-        }
+        // Written now (the vCPUs are done), reported after the teardown so
+        // a full disk cannot keep the trace from being closed.
+        let profiled = self.profile.as_ref().map(|p| p.finish());
         result?;
         let reason = control.reason();
         let code = control.exit_code();
@@ -283,6 +283,7 @@ impl Vm {
         // The device's worker stops with the device; the trace sink (held by
         // the device) then writes its footer and closes the file.
         self.pci.close();
+        profiled.transpose()?;
         Ok(code)
     }
 }

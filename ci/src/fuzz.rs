@@ -42,6 +42,11 @@ pub enum Sanitizer {
     Address,
     /// LeakSanitizer alone.
     Leak,
+    /// Coverage instrumentation only: panics, debug assertions and overflow
+    /// checks still stop a run, leaks are not looked for. For long runs of
+    /// targets that start threads (`dma24_access`), whose rate under a
+    /// sanitizer falls with every thread the process ever started.
+    None,
 }
 
 impl Sanitizer {
@@ -49,6 +54,7 @@ impl Sanitizer {
         match self {
             Sanitizer::Address => "address",
             Sanitizer::Leak => "leak",
+            Sanitizer::None => "none",
         }
     }
 }
@@ -58,7 +64,7 @@ pub enum FuzzError {
     #[error("unknown fuzz target {0:?}: choose from {targets}", targets = TARGETS.join(", "))]
     UnknownTarget(String),
     #[error(
-        "{0}: usage: cargo xtask fuzz [--seconds N] [--runs N] [--sanitizer address|leak] [TARGET...]"
+        "{0}: usage: cargo xtask fuzz [--seconds N] [--runs N] [--fork N] [--sanitizer address|leak|none] [TARGET...]"
     )]
     Usage(String),
     #[error("cannot run {what}: {source}")]
@@ -94,6 +100,12 @@ pub struct Plan {
     pub seconds: u64,
     /// Stop after this many executions (libFuzzer `-runs`), if given.
     pub runs: Option<u64>,
+    /// libFuzzer's fork mode (`-fork=N`): N child processes, each replaced
+    /// after a job of a few minutes. For long runs of `dma24_access`: the
+    /// sanitizer runtime's per-thread state grows with every thread a process
+    /// ever started (two per input there), and one process slowed from about
+    /// 2,000 to 340 inputs a second over its first half million.
+    pub fork: Option<u64>,
     pub sanitizer: Sanitizer,
     pub targets: Vec<String>,
 }
@@ -113,6 +125,7 @@ pub fn parse_args(args: &[String]) -> Result<Plan, FuzzError> {
     let mut plan = Plan {
         seconds: 60,
         runs: None,
+        fork: None,
         sanitizer: Sanitizer::Address,
         targets: Vec::new(),
     };
@@ -126,13 +139,15 @@ pub fn parse_args(args: &[String]) -> Result<Plan, FuzzError> {
         match a.as_str() {
             "--seconds" => plan.seconds = number("--seconds")?,
             "--runs" => plan.runs = Some(number("--runs")?),
+            "--fork" => plan.fork = Some(number("--fork")?.max(1)),
             "--sanitizer" => {
                 plan.sanitizer = match it.next().map(String::as_str) {
                     Some("address") => Sanitizer::Address,
                     Some("leak") => Sanitizer::Leak,
+                    Some("none") => Sanitizer::None,
                     _ => {
                         return Err(FuzzError::Usage(
-                            "--sanitizer needs `address` or `leak`".into(),
+                            "--sanitizer needs `address`, `leak` or `none`".into(),
                         ))
                     }
                 }
@@ -165,6 +180,7 @@ pub fn smoke() -> Result<(), FuzzError> {
     let plan = Plan {
         seconds: SMOKE_SECONDS,
         runs: None,
+        fork: None,
         sanitizer: Sanitizer::Address,
         targets: TARGETS.iter().map(|t| t.to_string()).collect(),
     };
@@ -186,7 +202,14 @@ fn run_plan(plan: &Plan) -> Result<Vec<(String, Stats)>, FuzzError> {
 /// The flags cargo-fuzz passes by default (sanitizer-coverage as libFuzzer
 /// wants it, ASan, debug assertions and overflow checks in release).
 fn rustflags(sanitizer: Sanitizer) -> String {
-    let sanitizer = format!("-Zsanitizer={}", sanitizer.name());
+    let sanitizer = match sanitizer {
+        Sanitizer::None => String::new(),
+        // The standard library is the prebuilt one, without a sanitizer.
+        s => format!(
+            "-Zsanitizer={} -Cunsafe-allow-abi-mismatch=sanitizer",
+            s.name()
+        ),
+    };
     [
         "-Cpasses=sancov-module",
         "-Cllvm-args=-sanitizer-coverage-level=4",
@@ -195,8 +218,6 @@ fn rustflags(sanitizer: Sanitizer) -> String {
         "-Cllvm-args=-sanitizer-coverage-trace-compares",
         "--cfg=fuzzing",
         &sanitizer,
-        // The standard library is the prebuilt one, without ASan.
-        "-Cunsafe-allow-abi-mismatch=sanitizer",
         "-Cdebug-assertions",
         "-Coverflow-checks",
     ]
@@ -336,6 +357,9 @@ fn run_target(target: &str, plan: &Plan) -> Result<Stats, FuzzError> {
         .arg(&corpus)
         .stdout(Stdio::null())
         .stderr(log_file);
+    if let Some(n) = plan.fork {
+        cmd.arg(format!("-fork={n}"));
+    }
     if let Some(runs) = plan.runs {
         cmd.arg(format!("-runs={runs}"));
     }
@@ -369,6 +393,7 @@ fn run_target(target: &str, plan: &Plan) -> Result<Stats, FuzzError> {
 /// libFuzzer's `stat::` lines and its last `cov:`/`ft:`/`corp:` status.
 pub fn parse_stats(log: &str) -> Stats {
     let mut s = Stats::default();
+    let mut fork_total = None;
     let field = |line: &str, key: &str| -> Option<u64> {
         let rest = line.split(key).nth(1)?;
         let num: String = rest
@@ -387,7 +412,16 @@ pub fn parse_stats(log: &str) -> Stats {
             s.cov = field(line, " cov:").unwrap_or(s.cov);
             s.ft = field(line, " ft:").unwrap_or(s.ft);
             s.corpus = field(line, " corp:").unwrap_or(s.corpus);
+            // Fork mode's parent: "#N: cov: ... time: Ts job: J", and its
+            // own stat:: lines count none of the children's executions.
+            if let (Some(n), Some(t)) = (field(line, "#"), field(line, " time:")) {
+                fork_total = Some((n, t));
+            }
         }
+    }
+    if let (0, Some((n, t))) = (s.executions, fork_total) {
+        s.executions = n;
+        s.exec_per_sec = n / t.max(1);
     }
     s
 }
@@ -425,6 +459,7 @@ mod tests {
         assert!(e.contains("unknown fuzz target \"nope\""), "{e}");
         assert!(parse_args(&args(&["--seconds", "x"])).is_err());
         assert!(parse_args(&args(&["--frobnicate"])).is_err());
+        assert_eq!(parse_args(&args(&["--fork", "2"])).unwrap().fork, Some(2));
     }
 
     #[test]
@@ -451,6 +486,17 @@ mod tests {
                 corpus: 12
             }
         );
+    }
+
+    #[test]
+    fn fork_mode_stats() {
+        let log = "#2000: cov: 1879 ft: 8230 corp: 804 exec/s: 232 oom/timeout/crash: 0/0/0 time: 9s job: 1 dft_time: 0\n\
+                   #28664: cov: 1890 ft: 8240 corp: 810 exec/s: 400 oom/timeout/crash: 0/0/0 time: 107s job: 12 dft_time: 0\n\
+                   stat::number_of_executed_units: 0\n\
+                   stat::average_exec_per_sec:     0\n";
+        let s = parse_stats(log);
+        assert_eq!((s.executions, s.exec_per_sec), (28664, 267));
+        assert_eq!((s.cov, s.ft, s.corpus), (1890, 8240, 810));
     }
 
     /// Every target has committed seeds, and they decode.

@@ -20,7 +20,8 @@ Exit codes:
      status 0 written to the exit port, or `poweroff`/`halt` (\"reboot: System halted\")
   1  VMM error (KVM failure, no /dev/kvm, no permission on /dev/kvm)
   2  usage or input error (bad option, kernel/initrd/--module missing or
-     unreadable, not a kernel, --module not an x86-64 .ko, --mem too small)
+     unreadable, not a kernel, --module not an x86-64 .ko, --mem too small,
+     a --trace or --profile file that cannot be created)
   3  guest kernel panic (\"Kernel panic - not syncing\" seen on the console)
   4  guest fault KVM cannot handle (emulation failure, triple fault)
   5  the guest wrote a non-zero status to the exit port (a test failed, or

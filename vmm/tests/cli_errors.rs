@@ -94,6 +94,30 @@ fn missing_initrd() {
 }
 
 #[test]
+fn unwritable_profile_file() {
+    // Checked before KVM is opened: exit 2 even on a host without KVM.
+    let mut a = Asm::new();
+    a.hang();
+    let f = temp_file("k.elf", &pvh_elf(&a.code));
+    let r = dmalab(&[
+        "run",
+        "--kernel",
+        f.0.to_str().unwrap(),
+        "--profile",
+        "/nonexistent/dir/profile.txt",
+        "--no-stdin",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.dump());
+    assert!(
+        r.stderr.contains(
+            "cannot create the profile file /nonexistent/dir/profile.txt: No such file or directory"
+        ) && r.stderr.contains("writable path"),
+        "{}",
+        r.dump()
+    );
+}
+
+#[test]
 fn bad_mem_values() {
     for v in ["0", "lots", "-1", "300000", "1T"] {
         let arg = format!("--mem={v}");

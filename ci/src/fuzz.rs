@@ -44,8 +44,8 @@ pub enum Sanitizer {
     Leak,
     /// Coverage instrumentation only: panics, debug assertions and overflow
     /// checks still stop a run, leaks are not looked for. For long runs of
-    /// targets that start threads (`dma24_access`), whose rate under a
-    /// sanitizer falls with every thread the process ever started.
+    /// targets that start threads (`dma24_access`), whose memory under a
+    /// sanitizer grows with every thread the process ever started.
     None,
 }
 
@@ -103,8 +103,7 @@ pub struct Plan {
     /// libFuzzer's fork mode (`-fork=N`): N child processes, each replaced
     /// after a job of a few minutes. For long runs of `dma24_access`: the
     /// sanitizer runtime's per-thread state grows with every thread a process
-    /// ever started (two per input there), and one process slowed from about
-    /// 2,000 to 340 inputs a second over its first half million.
+    /// ever started (two per input there), and N processes use N cores.
     pub fork: Option<u64>,
     pub sanitizer: Sanitizer,
     pub targets: Vec<String>,

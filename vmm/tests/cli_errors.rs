@@ -5,6 +5,13 @@ mod common;
 
 use common::*;
 
+/// A mini kernel that spins (`jmp $`), in a temporary file.
+fn hang_kernel(name: &str) -> TempPath {
+    let mut a = Asm::new();
+    a.hang();
+    temp_file(name, &pvh_elf(&a.code))
+}
+
 #[test]
 fn missing_kernel() {
     let r = dmalab(&["run", "--kernel", "/nonexistent/vmlinux", "--no-stdin"]);
@@ -73,9 +80,7 @@ fn memory_too_small_for_the_kernel() {
 
 #[test]
 fn missing_initrd() {
-    let mut a = Asm::new();
-    a.hang();
-    let f = temp_file("k.elf", &pvh_elf(&a.code));
+    let f = hang_kernel("k.elf");
     let r = dmalab(&[
         "run",
         "--kernel",
@@ -96,9 +101,7 @@ fn missing_initrd() {
 #[test]
 fn unwritable_profile_file() {
     // Checked before KVM is opened: exit 2 even on a host without KVM.
-    let mut a = Asm::new();
-    a.hang();
-    let f = temp_file("k.elf", &pvh_elf(&a.code));
+    let f = hang_kernel("k.elf");
     let r = dmalab(&[
         "run",
         "--kernel",
@@ -129,9 +132,7 @@ fn bad_mem_values() {
 
 #[test]
 fn no_kvm_device() {
-    let mut a = Asm::new();
-    a.hang();
-    let f = temp_file("k.elf", &pvh_elf(&a.code));
+    let f = hang_kernel("k.elf");
     let r = dmalab_env(
         &["run", "--kernel", f.0.to_str().unwrap(), "--no-stdin"],
         &[("DMALAB_KVM_DEVICE", "/nonexistent/kvm")],
@@ -154,9 +155,7 @@ fn kvm_device_without_permission() {
     }
     let dev = temp_file("kvm", b"");
     std::fs::set_permissions(&dev.0, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-    let mut a = Asm::new();
-    a.hang();
-    let f = temp_file("k.elf", &pvh_elf(&a.code));
+    let f = hang_kernel("k.elf");
     let r = dmalab_env(
         &["run", "--kernel", f.0.to_str().unwrap(), "--no-stdin"],
         &[("DMALAB_KVM_DEVICE", dev.0.to_str().unwrap())],
@@ -186,9 +185,7 @@ fn usage_errors_and_help() {
 #[test]
 fn too_many_devices() {
     // A valid kernel, so the device count is the first thing wrong.
-    let mut a = Asm::new();
-    a.hang();
-    let f = temp_file("five-devices.elf", &pvh_elf(&a.code));
+    let f = hang_kernel("five-devices.elf");
     let mut args = vec!["run", "--kernel", f.0.to_str().unwrap(), "--no-stdin"];
     for _ in 0..5 {
         args.extend(["--device", "dma24"]);

@@ -72,7 +72,9 @@ pub struct PciIrqRoute {
     pub ioapic_pin: u8,
 }
 
-fn checksum(bytes: &[u8]) -> u8 {
+/// The byte that makes `bytes` sum to zero (mod 256), as the MP spec and
+/// other firmware tables (pirq.rs) want.
+pub(crate) fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |a, b| a.wrapping_sub(*b))
 }
 

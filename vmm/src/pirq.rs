@@ -41,8 +41,7 @@ pub fn build() -> [u8; PIRQ_LEN] {
     t[9] = ROUTER_DEVFN;
     // 10..12 exclusive IRQs: none.
     t[12..14].copy_from_slice(&ROUTER_VENDOR.to_le_bytes());
-    let sum = t.iter().fold(0u8, |a, b| a.wrapping_add(*b));
-    t[PIRQ_LEN - 1] = sum.wrapping_neg();
+    t[PIRQ_LEN - 1] = crate::mptable::checksum(&t);
     t
 }
 

@@ -293,10 +293,7 @@ impl Vcpu {
                     return Ok(());
                 }
                 Some(Completion::Fwait) => {
-                    let mut next = regs;
-                    next.rip = regs.rip.wrapping_add(1);
-                    self.fd
-                        .set_regs(&next)
+                    self.step_over(regs, 1)
                         .map_err(|e| vmm_err("completing fwait", e))?;
                     self.exits.stats.fwait_completed += 1;
                     log::debug!(
@@ -428,10 +425,15 @@ impl Vcpu {
     }
 
     /// Finish an `int3` the way the CPU would: step over it and deliver #BP.
-    fn complete_int3(&self, mut regs: kvm_regs) -> Result<(), kvm_ioctls::Error> {
-        regs.rip = regs.rip.wrapping_add(1);
-        self.fd.set_regs(&regs)?;
+    fn complete_int3(&self, regs: kvm_regs) -> Result<(), kvm_ioctls::Error> {
+        self.step_over(regs, 1)?;
         self.inject_exception(3)
+    }
+
+    /// Moves RIP past an instruction of `len` bytes the VMM completed.
+    fn step_over(&self, mut regs: kvm_regs, len: u64) -> Result<(), kvm_ioctls::Error> {
+        regs.rip = regs.rip.wrapping_add(len);
+        self.fd.set_regs(&regs)
     }
 
     /// Injects exception `vector` (one without an error code) at the current RIP.

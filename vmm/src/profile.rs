@@ -228,14 +228,19 @@ fn pct(n: usize, of: usize) -> f64 {
 }
 
 /// Counts per name, most first (ties by name, so the report is stable).
-fn ranked(names: Vec<String>) -> Vec<(String, usize)> {
-    let mut counts: HashMap<String, usize> = HashMap::new();
+fn ranked<'a>(names: impl Iterator<Item = &'a str>) -> Vec<(&'a str, usize)> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
     for n in names {
         *counts.entry(n).or_default() += 1;
     }
-    let mut v: Vec<(String, usize)> = counts.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut v: Vec<(&str, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     v
+}
+
+/// The kernel functions among per-sample names.
+fn kernel_names(names: &[Option<String>]) -> impl Iterator<Item = &str> {
+    names.iter().flatten().map(String::as_str)
 }
 
 /// The text report.
@@ -271,19 +276,20 @@ fn report(samples: &[Sample], dropped: u64, symbols: &Symbols, kernel: &Path) ->
     ] {
         let _ = writeln!(out, "{n:>9} {:>7.2}  {what}", pct(n, total));
     }
-    let kernel_names = |s: &[Sample]| -> Vec<String> {
-        s.iter()
-            .filter_map(|s| match s.place {
-                Place::Kernel { rip, .. } => Some(symbols.name(rip)),
-                _ => None,
-            })
-            .collect()
-    };
+    // Each sample's function (None outside the kernel), named once: the
+    // rankings below all read this.
+    let names: Vec<Option<String>> = samples
+        .iter()
+        .map(|s| match s.place {
+            Place::Kernel { rip, .. } => Some(symbols.name(rip)),
+            _ => None,
+        })
+        .collect();
     let _ = writeln!(
         out,
         "\n## kernel functions, most samples first (top {TOP_FUNCTIONS}; % of all samples)\n  samples       %  function"
     );
-    let functions = ranked(kernel_names(samples));
+    let functions = ranked(kernel_names(&names));
     for (name, n) in functions.iter().take(TOP_FUNCTIONS) {
         let _ = writeln!(out, "{n:>9} {:>7.2}  {name}", pct(*n, total));
     }
@@ -291,18 +297,26 @@ fn report(samples: &[Sample], dropped: u64, symbols: &Symbols, kernel: &Path) ->
         out,
         "\n## who calls them (top {TOP_WITH_CALLERS}; % of the function's samples; the caller is the first stack word inside another kernel function)"
     );
+    // One pass: the callers of every listed function.
+    let mut callers: HashMap<&str, Vec<String>> = functions
+        .iter()
+        .take(TOP_WITH_CALLERS)
+        .map(|(name, _)| (*name, Vec::new()))
+        .collect();
+    for (s, name) in samples.iter().zip(&names) {
+        let (Place::Kernel { caller, .. }, Some(name)) = (s.place, name) else {
+            continue;
+        };
+        if let Some(list) = callers.get_mut(name.as_str()) {
+            list.push(match caller {
+                0 => "[unknown]".to_string(),
+                c => symbols.name(c),
+            });
+        }
+    }
     for (name, n) in functions.iter().take(TOP_WITH_CALLERS) {
-        let callers: Vec<String> = samples
-            .iter()
-            .filter_map(|s| match s.place {
-                Place::Kernel { rip, caller } if symbols.name(rip) == *name => Some(match caller {
-                    0 => "[unknown]".to_string(),
-                    c => symbols.name(c),
-                }),
-                _ => None,
-            })
-            .collect();
-        let top: Vec<String> = ranked(callers)
+        let list = callers.get(name).map_or(&[][..], Vec::as_slice);
+        let top: Vec<String> = ranked(list.iter().map(String::as_str))
             .into_iter()
             .take(CALLERS_EACH)
             .map(|(c, k)| format!("{c} {:.0}%", pct(k, *n)))
@@ -313,12 +327,15 @@ fn report(samples: &[Sample], dropped: u64, symbols: &Symbols, kernel: &Path) ->
         out,
         "\n## per second of wall time since VMM start: samples kernel/user/halted, top {TOP_PER_SECOND} kernel functions"
     );
+    let mut at = 0;
     for chunk in samples.chunk_by(|a, b| a.ms / 1000 == b.ms / 1000) {
+        let chunk_names = &names[at..at + chunk.len()];
+        at += chunk.len();
         let sec = chunk[0].ms / 1000;
         let h = chunk.iter().filter(|s| s.place == Place::Halted).count();
         let u = chunk.iter().filter(|s| s.place == Place::User).count();
         let k = chunk.len() - h - u;
-        let top: Vec<String> = ranked(kernel_names(chunk))
+        let top: Vec<String> = ranked(kernel_names(chunk_names))
             .into_iter()
             .take(TOP_PER_SECOND)
             .map(|(name, n)| format!("{name} {:.0}%", pct(n, chunk.len())))

@@ -13,7 +13,8 @@ use arbitrary::Arbitrary;
 use device_model::regs::*;
 use device_model::{Direction, Dma24, InterruptSink, Overflow, PciDevice};
 use dmalab_fuzz::{
-    assert_moves_inside_ram, AddrPick, BeyondMask, Layout, RegionSpec, Shape, SharedBuf,
+    assert_moves_inside_ram, dma_records, memory_sink, AddrPick, BeyondMask, Layout, RegionSpec,
+    Shape,
 };
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress};
@@ -120,12 +121,12 @@ fuzz_target!(|input: Input| {
     let layout = Layout::new(config.mask_bits, &input.regions);
     let mem = layout.memory();
     let mut beyond = BeyondMask::snapshot(&mem, &layout, config.mask());
-    let buf = SharedBuf::default();
+    let (sink, trace) = memory_sink(&config);
     let dev = Dma24::new(
         config.clone(),
         mem.clone(),
         Arc::new(NoIrq) as Arc<dyn InterruptSink>,
-        Some(buf.sink(&config)),
+        Some(sink),
     )
     .expect("valid config");
     // Memory decoding and bus mastering on, as a driver's probe leaves it;
@@ -238,7 +239,7 @@ fuzz_target!(|input: Input| {
     let sink = dev.trace_sink().expect("traced").clone();
     drop(dev);
     sink.finish().expect("in-memory trace finishes");
-    let records = buf.records();
+    let records = dma_records(&trace);
 
     let mask = config.mask();
     assert_moves_inside_ram(&records, &layout, mask);

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 pub use limit::{human, parse_size, Stop, DEFAULT_MAX_SIZE, MIN_MAX_SIZE};
 pub use read::{read, Completeness, ReadError, Record, Trace, TraceReader};
-pub use sink::{TraceError, TraceOptions, TraceSink, TraceStats, DEFAULT_QUEUE_CAPACITY};
+pub use sink::{
+    MemoryTrace, TraceError, TraceOptions, TraceSink, TraceStats, DEFAULT_QUEUE_CAPACITY,
+};
 
 use crate::outcome::{Direction, Outcome};
 
@@ -173,6 +175,30 @@ struct DmaLine<'a> {
     outcome: Outcome,
     error: u32,
     hash: Option<HashHex>,
+}
+
+impl DmaRecord {
+    /// The record a trace file holds for `e`, built without JSON (what
+    /// [`TraceSink::in_memory`] keeps).
+    pub fn from_event(seq: u64, t_ns: u64, bdf: &str, e: &DmaEvent) -> Self {
+        let line = DmaLine::new(seq, t_ns, bdf, e);
+        DmaRecord {
+            seq,
+            t_ns,
+            bdf: bdf.to_string(),
+            transfer: line.transfer,
+            segment: line.segment,
+            dir: line.dir,
+            requested_addr: line.requested_addr,
+            effective_addr: line.effective_addr,
+            len: line.len,
+            dev_offset: line.dev_offset,
+            mask_bits: line.mask_bits,
+            outcome: line.outcome,
+            error: line.error,
+            hash: line.hash,
+        }
+    }
 }
 
 impl<'a> DmaLine<'a> {
@@ -371,6 +397,8 @@ mod tests {
         assert_eq!(r.effective_addr, Some(Hex(0)));
         assert_eq!(r.hash, Some(HashHex(0xab)));
         assert_eq!(r.outcome, Outcome::Truncated);
+        // The in-memory trace holds exactly what the file gives back.
+        assert_eq!(DmaRecord::from_event(7, 99, "0000:00:01.0", &e), r);
     }
 
     #[test]

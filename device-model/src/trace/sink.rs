@@ -17,7 +17,8 @@ use thiserror::Error;
 
 use super::limit::{Budget, DEFAULT_MAX_SIZE};
 use super::{
-    DmaEvent, DmaLine, Hex, MemoryLayout, TraceFooter, TraceHeader, HASH_NAME, TRACE_VERSION,
+    DmaEvent, DmaLine, DmaRecord, Hex, MemoryLayout, Record, ResetRecord, TraceFooter, TraceHeader,
+    HASH_NAME, TRACE_VERSION,
 };
 use crate::regs;
 use crate::Dma24Config;
@@ -102,6 +103,8 @@ pub struct TraceSink {
 struct Handle {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<Result<TraceStats, TraceError>>>>,
+    /// Set for an in-memory trace (which has no writer thread).
+    memory: Option<MemoryTrace>,
     result: Mutex<Option<Result<TraceStats, TraceError>>>,
     path: String,
 }
@@ -142,6 +145,33 @@ struct ResetLine<'a> {
     bdf: &'a str,
     after_seq: u64,
     last_transfer: u64,
+}
+
+/// The records of a [`TraceSink::in_memory`] trace, in file order: the
+/// header, then, once the sink is finished, the DMA and reset records and
+/// the footer. What reading the file back would give, without formatting
+/// or parsing JSON, and without a writer thread (a fuzz target makes a
+/// sink per input; a thread's first allocation under a sanitizer costs
+/// more than the whole input): for in-process checks, whose own input
+/// bounds the trace. Events wait in the queue until the finish, so its
+/// capacity bounds them.
+#[derive(Clone, Default)]
+pub struct MemoryTrace(Arc<Mutex<Vec<Record>>>);
+
+impl MemoryTrace {
+    /// The records so far, leaving none behind (no copy).
+    pub fn take(&self) -> Vec<Record> {
+        std::mem::take(&mut *lock(&self.0))
+    }
+}
+
+/// Where records go.
+enum Output {
+    /// JSON lines, written by the writer thread: the trace file.
+    Json(BufWriter<Box<dyn Write + Send>>),
+    /// Records as values, made at the finish. No size cap: the queue bound
+    /// applies.
+    Memory(MemoryTrace),
 }
 
 struct Queue {
@@ -190,8 +220,34 @@ impl TraceSink {
         config: &Dma24Config,
         options: TraceOptions,
     ) -> Result<Self, TraceError> {
+        let out = Output::Json(BufWriter::with_capacity(256 * 1024, writer));
+        Self::start(name, out, config, options)
+    }
+
+    /// Keeps the trace in memory as records (see [`MemoryTrace`]); the size
+    /// cap does not apply.
+    pub fn in_memory(
+        config: &Dma24Config,
+        options: TraceOptions,
+    ) -> Result<(Self, MemoryTrace), TraceError> {
+        let trace = MemoryTrace::default();
+        let sink = Self::start(
+            "memory".into(),
+            Output::Memory(trace.clone()),
+            config,
+            options,
+        )?;
+        Ok((sink, trace))
+    }
+
+    /// Writes the header and starts the writer thread.
+    fn start(
+        name: String,
+        mut out: Output,
+        config: &Dma24Config,
+        options: TraceOptions,
+    ) -> Result<Self, TraceError> {
         let capacity = options.capacity.max(1);
-        let mut out = BufWriter::with_capacity(256 * 1024, writer);
         let header = TraceHeader {
             version: TRACE_VERSION,
             bdf: config.bdf.clone(),
@@ -205,15 +261,24 @@ impl TraceSink {
             queue_capacity: capacity,
             memory: options.memory.clone(),
         };
-        let header_len = write_tagged(&mut out, "header", &header)
-            .and_then(|n| out.flush().map(|()| n))
-            .map_err(|e| TraceError::Write {
-                path: name.clone(),
-                reason: describe(&e),
-            })?;
+        let header_len = match &mut out {
+            Output::Json(out) => write_tagged(out, "header", &header)
+                .and_then(|n| out.flush().map(|()| n))
+                .map_err(|e| TraceError::Write {
+                    path: name.clone(),
+                    reason: describe(&e),
+                })?,
+            Output::Memory(trace) => {
+                lock(&trace.0).push(Record::Header(header));
+                0
+            }
+        };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                events: Vec::with_capacity(capacity.min(4096)),
+                // Grown on demand: most traces never hold many events at once,
+                // and a large first allocation is paid again by every
+                // short-lived sink (a fuzz target makes one per input).
+                events: Vec::with_capacity(capacity.min(256)),
                 next_seq: 1,
                 dropped: 0,
                 closed: false,
@@ -227,15 +292,22 @@ impl TraceSink {
             max_size: options.max_size,
             path: name.clone(),
         });
-        let thread_shared = Arc::clone(&shared);
-        let writer = thread::Builder::new()
-            .name("dma24-trace".into())
-            .spawn(move || write_loop(&thread_shared, out, header_len))
-            .map_err(|e| TraceError::Thread(e.to_string()))?;
+        let (writer, memory) = match out {
+            Output::Json(out) => {
+                let thread_shared = Arc::clone(&shared);
+                let writer = thread::Builder::new()
+                    .name("dma24-trace".into())
+                    .spawn(move || write_loop(&thread_shared, out, header_len))
+                    .map_err(|e| TraceError::Thread(e.to_string()))?;
+                (Some(writer), None)
+            }
+            Output::Memory(trace) => (None, Some(trace)),
+        };
         Ok(TraceSink {
             handle: Arc::new(Handle {
                 shared,
-                writer: Mutex::new(Some(writer)),
+                writer: Mutex::new(writer),
+                memory,
                 result: Mutex::new(None),
                 path: name,
             }),
@@ -257,7 +329,7 @@ impl TraceSink {
             }
             return seq;
         }
-        let t_ns = u64::try_from(shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let t_ns = elapsed_ns(shared.start);
         q.events.push((seq, t_ns, Queued::Dma(event)));
         Self::wake_writer(shared, q);
         seq
@@ -273,7 +345,7 @@ impl TraceSink {
             q.dropped += 1;
             return;
         }
-        let t_ns = u64::try_from(shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let t_ns = elapsed_ns(shared.start);
         let after_seq = q.next_seq - 1;
         q.events
             .push((after_seq, t_ns, Queued::Reset { last_transfer }));
@@ -317,6 +389,11 @@ impl Handle {
             return r.clone();
         }
         lock(&self.shared.queue).closed = true;
+        if let Some(trace) = &self.memory {
+            let r = keep_in_memory(&self.shared, trace);
+            *result = Some(r.clone());
+            return r;
+        }
         self.shared.wake.notify_one();
         let joined = lock(&self.writer).take().map(JoinHandle::join);
         let r = match joined {
@@ -338,6 +415,70 @@ impl Drop for Handle {
             log::error!("dma24 trace: {e}");
         }
     }
+}
+
+/// Waits for a batch worth writing (or the close) and swaps it into `batch`;
+/// returns whether the sink was closed.
+fn take_batch(shared: &Shared, batch: &mut Vec<(u64, u64, Queued)>) -> bool {
+    let mut q = lock(&shared.queue);
+    let mut lingered = false;
+    while !q.closed && (q.events.is_empty() || !lingered) {
+        if q.events.is_empty() {
+            q.writer = WriterState::Idle;
+            q = shared.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+        } else {
+            q.writer = WriterState::Lingering;
+            q = shared
+                .wake
+                .wait_timeout(q, LINGER)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            lingered = true;
+        }
+    }
+    q.writer = WriterState::Busy;
+    std::mem::swap(batch, &mut q.events);
+    q.closed
+}
+
+fn elapsed_ns(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The finish of an in-memory trace (the queue is closed): every queued
+/// event becomes a record, then the footer.
+fn keep_in_memory(shared: &Shared, trace: &MemoryTrace) -> Result<TraceStats, TraceError> {
+    let (batch, dropped) = {
+        let mut q = lock(&shared.queue);
+        (std::mem::take(&mut q.events), q.dropped)
+    };
+    let mut written = 0u64;
+    let mut records = lock(&trace.0);
+    for (seq, t_ns, queued) in batch {
+        records.push(match queued {
+            Queued::Dma(event) => {
+                written += 1;
+                Record::Dma(DmaRecord::from_event(seq, t_ns, &shared.bdf, &event))
+            }
+            Queued::Reset { last_transfer } => Record::Reset(ResetRecord {
+                t_ns,
+                bdf: shared.bdf.clone(),
+                after_seq: seq,
+                last_transfer,
+            }),
+        });
+    }
+    records.push(Record::Footer(TraceFooter {
+        records: written,
+        dropped,
+        t_ns: elapsed_ns(shared.start),
+        max_size: None,
+    }));
+    Ok(TraceStats {
+        records: written,
+        dropped,
+        capped: None,
+    })
 }
 
 /// Writes one `{"type":"<tag>",...}` line; returns its length in bytes.
@@ -368,27 +509,7 @@ fn write_loop(
     let mut written = 0u64;
     let mut budget = Budget::new(&shared.path, shared.max_size, header_len);
     loop {
-        let closed = {
-            let mut q = lock(&shared.queue);
-            let mut lingered = false;
-            while !q.closed && (q.events.is_empty() || !lingered) {
-                if q.events.is_empty() {
-                    q.writer = WriterState::Idle;
-                    q = shared.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
-                } else {
-                    q.writer = WriterState::Lingering;
-                    q = shared
-                        .wake
-                        .wait_timeout(q, LINGER)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                    lingered = true;
-                }
-            }
-            q.writer = WriterState::Busy;
-            std::mem::swap(&mut batch, &mut q.events);
-            q.closed
-        };
+        let closed = take_batch(shared, &mut batch);
         // DMA records of this batch handed to the writer but not yet flushed,
         // and whether any line (a reset too) waits in the buffer.
         let mut pending = 0u64;
@@ -450,7 +571,7 @@ fn write_loop(
             dropped,
         });
     }
-    let t_ns = u64::try_from(shared.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let t_ns = elapsed_ns(shared.start);
     let footer = TraceFooter {
         records: written,
         dropped,
@@ -564,6 +685,44 @@ mod tests {
         assert_eq!(sink.submit(event(1)), 101);
         assert_eq!(sink.dropped(), 1);
         assert_eq!(lines(&buf).len(), 102);
+    }
+
+    #[test]
+    fn memory_trace_holds_what_the_file_reads_back() {
+        let cfg = Dma24Config::default();
+        let opts = TraceOptions::default();
+        let buf = SharedBuf::default();
+        let file = TraceSink::from_writer("mem".into(), Box::new(buf.clone()), &cfg, opts.clone())
+            .unwrap();
+        let (memory, trace) = TraceSink::in_memory(&cfg, opts).unwrap();
+        for sink in [&file, &memory] {
+            for i in 1..=5 {
+                sink.submit(event(i));
+            }
+            sink.submit_reset(5);
+            sink.submit(event(6));
+        }
+        let stats = memory.finish().unwrap();
+        assert_eq!(stats, file.finish().unwrap());
+        assert_eq!(stats.records, 6);
+        let text = lock(&buf.0).clone();
+        let reader = crate::trace::TraceReader::new(text.as_slice()).unwrap();
+        let header = Record::Header(reader.header().clone());
+        let read: Vec<Record> = reader.map(Result::unwrap).collect();
+        let kept = trace.take();
+        assert!(trace.take().is_empty());
+        assert_eq!(kept.len(), 9, "header, 6 dma, a reset, footer");
+        assert_eq!(kept[0], header);
+        // Times differ between the two sinks; everything else is the same.
+        let untimed = |r: &Record| match r.clone() {
+            Record::Dma(d) => Record::Dma(DmaRecord { t_ns: 0, ..d }),
+            Record::Reset(x) => Record::Reset(ResetRecord { t_ns: 0, ..x }),
+            Record::Footer(f) => Record::Footer(TraceFooter { t_ns: 0, ..f }),
+            h => h,
+        };
+        let a: Vec<Record> = kept[1..].iter().map(untimed).collect();
+        let b: Vec<Record> = read.iter().map(untimed).collect();
+        assert_eq!(a, b);
     }
 
     /// A writer that blocks until released, to fill the queue.

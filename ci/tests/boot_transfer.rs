@@ -78,7 +78,7 @@ fn kunit_truncate_intx() -> Option<&'static Booted> {
 const BOOT_CMA_ARG: &str = "cma=8M@0-16M";
 
 /// The module kernel with two devices, the default (/dev/dma24-0) and a
-/// 32-bit-mask one (/dev/dma24-1, which reaches every page of the 128 MiB
+/// 32-bit-mask one (/dev/dma24-1, which reaches every page of the 64 MiB
 /// guest: user-page DMA is zero copy there): busybox init loads dmalab.ko
 /// (no KUnit suites in it), runs dma24-tool on both, the concurrency run and
 /// the surprise unbind (`dmalab.stress`, `stress_unbind.rs`), removes the

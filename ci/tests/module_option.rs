@@ -67,7 +67,7 @@ fn module_spec(name: &str, module: &Path, args: &str) -> GuestSpec {
         // The module's KUnit suites are not what this test is about (35 s).
         cmdline: "kunit.enable=0".into(),
         device: Some("dma24".into()),
-        mem_mib: 128,
+        mem_mib: u32::try_from(vmm::vm::DEFAULT_MEM_MIB).expect("MiB fit u32"),
         timeout: Duration::from_secs(600),
         module: Some(module.to_path_buf()),
         module_args: Some(args.into()),

@@ -7,7 +7,7 @@
 //! line, kernel, initrd, trace path) is checked before KVM is opened, so the
 //! error is a usage error (exit 2) even on a host without KVM.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, SubscriberOps};
@@ -18,6 +18,7 @@ use crate::boot::write_entry_structures;
 use crate::boot_info::write_boot_info;
 use crate::bus::Bus;
 use crate::cmdline::{self, lpj_for, CmdlineSpec};
+use crate::console_tx::TxQueue;
 use crate::device_manager::{LegacyDevices, PciDevices, PlacedDevice};
 use crate::eventloop::VmmLoop;
 use crate::initrd_module::{ModuleArchive, ModuleError};
@@ -28,6 +29,7 @@ use crate::mptable;
 use crate::pci;
 use crate::pirq;
 use crate::profile::{self, Profile};
+use crate::serial::COM1_PORT;
 use crate::stop::{ExitCode, StopReason, VmControl};
 use crate::vcpu::Vcpu;
 use crate::vcpu_threads::VcpuThreads;
@@ -218,6 +220,17 @@ impl VmBuilder {
                 v.set_profile(p.clone());
             }
             vcpus.push(v);
+        }
+        // Console writes without an exit per byte, where KVM can queue them.
+        if let Some(queue) = TxQueue::new(&kvm, vm.clone(), COM1_PORT) {
+            for v in &mut vcpus {
+                v.set_tx_queue(queue.clone());
+            }
+            legacy
+                .console
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .use_tx_queue(queue);
         }
         let tsc_khz = vcpus.first().map_or(0, Vcpu::tsc_khz);
         let cmdline = inputs.cmdline.build(lpj_for(tsc_khz))?;

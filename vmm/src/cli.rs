@@ -115,7 +115,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "STR", allow_hyphen_values = true)]
     pub cmdline: Option<String>,
     /// Guest RAM in MiB (suffix G for GiB).
-    #[arg(long, value_name = "MIB", default_value = "128", value_parser = parse_mem)]
+    #[arg(long, value_name = "MIB", default_value_t = crate::vm::DEFAULT_MEM_MIB, value_parser = parse_mem)]
     pub mem: u64,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn defaults() {
         let r = run_args(&["run", "--kernel", "/k"]);
-        assert_eq!(r.mem, 128);
+        assert_eq!(r.mem, 64);
         assert_eq!(r.vcpus, 1);
         assert_eq!(r.cpu, CpuPolicy::Filtered);
         let c = r.into_config();

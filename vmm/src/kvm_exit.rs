@@ -19,6 +19,8 @@ use crate::stop::StopReason;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitStats {
     pub pio: u64,
+    /// Console writes KVM queued instead of exiting (`console_tx.rs`).
+    pub pio_queued: u64,
     pub mmio: u64,
     pub int3_completed: u64,
     /// ud0/ud1/ud2 completed by injecting #UD (kernel BUG/WARN).

@@ -16,6 +16,7 @@ pub mod builder;
 pub mod bus;
 pub mod cli;
 pub mod cmdline;
+pub mod console_tx;
 pub mod cpuid;
 pub mod debugport;
 pub mod device_manager;

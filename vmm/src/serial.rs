@@ -11,6 +11,7 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;
+use crate::console_tx::TxQueue;
 use crate::logger;
 use crate::stop::{StopReason, VmControl};
 
@@ -172,9 +173,20 @@ impl Write for Stdout {
     }
 }
 
+/// UART register offsets and bits the device looks at itself.
+const IER: u8 = 1;
+const LCR: u8 = 3;
+const IER_THR_EMPTY: u8 = 0x02;
+const LCR_DLAB: u8 = 0x80;
+
 /// The UART as a bus device.
 pub struct SerialDevice<W: Write + Send> {
     pub serial: Serial<EventFdTrigger, RxReady, ConsoleOut<W>>,
+    /// Queues THR writes while the THR-empty interrupt is off
+    /// (`console_tx.rs`).
+    tx_queue: Option<Arc<TxQueue>>,
+    /// LCR's divisor-latch bit: offset 1 is then the divisor, not IER.
+    dlab: bool,
 }
 
 impl<W: Write + Send> SerialDevice<W> {
@@ -182,7 +194,16 @@ impl<W: Write + Send> SerialDevice<W> {
     pub fn new(irq: EventFdTrigger, rx_ready: RxReady, out: ConsoleOut<W>) -> Self {
         SerialDevice {
             serial: Serial::with_events(irq, rx_ready, out),
+            tx_queue: None,
+            dlab: false,
         }
+    }
+
+    /// Let `queue` take THR writes while the guest has the THR-empty
+    /// interrupt off (as the UART starts: IER 0).
+    pub fn use_tx_queue(&mut self, queue: Arc<TxQueue>) {
+        queue.set(true);
+        self.tx_queue = Some(queue);
     }
 
     /// Queue bytes for the guest to read; returns how many fit.
@@ -214,6 +235,15 @@ impl<W: Write + Send> BusDevice for SerialDevice<W> {
             return;
         }
         if let Some(&b) = data.first() {
+            match off {
+                LCR => self.dlab = b & LCR_DLAB != 0,
+                IER if !self.dlab => {
+                    if let Some(q) = &self.tx_queue {
+                        q.set(b & IER_THR_EMPTY == 0);
+                    }
+                }
+                _ => {}
+            }
             if let Err(e) = self.serial.write(off, b) {
                 log::debug!("serial write failed: {e}");
             }

@@ -17,6 +17,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::boot::{entry_regs, entry_sregs, EntryPoint};
 use crate::bus::Bus;
+use crate::console_tx::TxQueue;
 use crate::cpuid::{apply_policy, CpuPolicy};
 use crate::fault::{self, Completion};
 pub use crate::kvm_exit::ExitStats;
@@ -49,6 +50,8 @@ pub struct Vcpu {
     halt_probe: bool,
     /// `--profile`: every kick out of KVM_RUN is a sample.
     profile: Option<Arc<Profile>>,
+    /// Console writes KVM queued instead of exiting (`console_tx.rs`).
+    tx_queue: Option<Arc<TxQueue>>,
 }
 
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
@@ -88,6 +91,7 @@ impl Vcpu {
             exits: ExitContext::new(pio, mmio),
             halt_probe: false,
             profile: None,
+            tx_queue: None,
         })
     }
 
@@ -202,7 +206,12 @@ impl Vcpu {
     /// the run.
     #[inline]
     pub fn run_once(&mut self) -> Option<StopReason> {
-        match handle_kvm_exit(&mut self.exits, self.fd.run()) {
+        let action = handle_kvm_exit(&mut self.exits, self.fd.run());
+        // Queued console writes happened before this exit: apply them first.
+        if let Some(q) = &self.tx_queue {
+            self.exits.stats.pio_queued += q.drain(&mut self.fd, &self.exits.pio);
+        }
+        match action {
             ExitAction::Resume => None,
             ExitAction::Stop(reason) => Some(reason),
             ExitAction::PortIo => {
@@ -374,6 +383,12 @@ impl Vcpu {
     /// Samples every kick into this profile.
     pub fn set_profile(&mut self, profile: Arc<Profile>) {
         self.profile = Some(profile);
+    }
+
+    /// Applies `queue`'s writes after every exit (maps its ring now).
+    pub fn set_tx_queue(&mut self, queue: Arc<TxQueue>) {
+        queue.map_ring(&mut self.fd);
+        self.tx_queue = Some(queue);
     }
 
     /// Kicked out of KVM_RUN (see `vcpu_threads.rs`): take a profile sample,

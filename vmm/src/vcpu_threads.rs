@@ -89,8 +89,9 @@ impl VcpuThreads {
             }
             match h.join() {
                 Ok(s) => log::debug!(
-                    "vCPU {i}: {} port I/O exits, {} MMIO exits, {} int3, {} ud and {} fwait completed, {} interrupted",
+                    "vCPU {i}: {} port I/O exits ({} more port writes queued without one), {} MMIO exits, {} int3, {} ud and {} fwait completed, {} interrupted",
                     s.pio,
+                    s.pio_queued,
                     s.mmio,
                     s.int3_completed,
                     s.ud_completed,

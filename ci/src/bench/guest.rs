@@ -5,7 +5,7 @@
 pub const DRIVER_READY: &str = "dmalab-init: insmod dmalab ok";
 
 /// Guest RAM and vCPUs of every boot (dmalab's defaults).
-pub const MEM_MIB: u64 = 128;
+pub const MEM_MIB: u64 = vmm::vm::DEFAULT_MEM_MIB;
 
 pub const VCPUS: u32 = 1;
 

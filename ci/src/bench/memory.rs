@@ -85,7 +85,7 @@ pub fn parse_smaps(text: &str) -> Vec<Mapping> {
 /// Guest RAM regions (bytes) for `mem_mib` MiB, as dmalab lays them out
 /// (vmm/src/memory.rs `ram_ranges`): up to 3 GiB below the MMIO hole, the
 /// rest above 4 GiB. QEMU's `pc` machine splits at a lower address for
-/// large RAM, but for 128 MiB both are one region.
+/// large RAM, but for the bench's RAM both are one region.
 pub fn guest_ram_regions(mem_mib: u64) -> Vec<u64> {
     let mem = mem_mib << 20;
     let low = mem.min(3 << 30);

@@ -24,7 +24,8 @@ pub struct Booted {
 
 /// A guest of the suites: `kernel` from the images with the initramfs, the
 /// extra command line `cmdline` (to dmalab's default one), one
-/// `device`, 128 MiB, a 600 s timeout (callers override fields they need).
+/// `device`, dmalab's default RAM, a 600 s timeout (callers override fields
+/// they need).
 pub fn spec(name: &str, kernel: &str, cmdline: &str, device: &str) -> GuestSpec {
     GuestSpec {
         name: name.into(),
@@ -32,7 +33,7 @@ pub fn spec(name: &str, kernel: &str, cmdline: &str, device: &str) -> GuestSpec 
         initrd: true,
         cmdline: cmdline.trim().to_string(),
         device: Some(device.into()),
-        mem_mib: 128,
+        mem_mib: u32::try_from(vmm::vm::DEFAULT_MEM_MIB).expect("MiB fit u32"),
         timeout: Duration::from_secs(600),
         module: None,
         module_args: None,

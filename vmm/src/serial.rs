@@ -174,6 +174,7 @@ impl Write for Stdout {
 }
 
 /// UART register offsets and bits the device looks at itself.
+const THR: u8 = 0;
 const IER: u8 = 1;
 const LCR: u8 = 3;
 const IER_THR_EMPTY: u8 = 0x02;
@@ -182,11 +183,12 @@ const LCR_DLAB: u8 = 0x80;
 /// The UART as a bus device.
 pub struct SerialDevice<W: Write + Send> {
     pub serial: Serial<EventFdTrigger, RxReady, ConsoleOut<W>>,
-    /// Queues THR writes while the THR-empty interrupt is off
-    /// (`console_tx.rs`).
+    /// Queues the kernel console's THR writes (`console_tx.rs`).
     tx_queue: Option<Arc<TxQueue>>,
-    /// LCR's divisor-latch bit: offset 1 is then the divisor, not IER.
+    /// LCR's divisor-latch bit: offsets 0 and 1 are then the divisor.
     dlab: bool,
+    /// IER's THR-empty interrupt bit.
+    thr_empty_irq: bool,
 }
 
 impl<W: Write + Send> SerialDevice<W> {
@@ -196,13 +198,12 @@ impl<W: Write + Send> SerialDevice<W> {
             serial: Serial::with_events(irq, rx_ready, out),
             tx_queue: None,
             dlab: false,
+            thr_empty_irq: false,
         }
     }
 
-    /// Let `queue` take THR writes while the guest has the THR-empty
-    /// interrupt off (as the UART starts: IER 0).
+    /// Let `queue` take the console's THR writes (`console_tx.rs`).
     pub fn use_tx_queue(&mut self, queue: Arc<TxQueue>) {
-        queue.set(true);
         self.tx_queue = Some(queue);
     }
 
@@ -235,13 +236,16 @@ impl<W: Write + Send> BusDevice for SerialDevice<W> {
             return;
         }
         if let Some(&b) = data.first() {
+            if let Some(q) = &self.tx_queue {
+                match off {
+                    THR if !self.dlab && !self.thr_empty_irq => q.console_write(),
+                    IER if !self.dlab && b & IER_THR_EMPTY != 0 => q.retire(),
+                    _ => {}
+                }
+            }
             match off {
                 LCR => self.dlab = b & LCR_DLAB != 0,
-                IER if !self.dlab => {
-                    if let Some(q) = &self.tx_queue {
-                        q.set(b & IER_THR_EMPTY == 0);
-                    }
-                }
+                IER if !self.dlab => self.thr_empty_irq = b & IER_THR_EMPTY != 0,
                 _ => {}
             }
             if let Err(e) = self.serial.write(off, b) {

@@ -185,10 +185,6 @@ pub struct SerialDevice<W: Write + Send> {
     pub serial: Serial<EventFdTrigger, RxReady, ConsoleOut<W>>,
     /// Queues the kernel console's THR writes (`console_tx.rs`).
     tx_queue: Option<Arc<TxQueue>>,
-    /// LCR's divisor-latch bit: offsets 0 and 1 are then the divisor.
-    dlab: bool,
-    /// IER's THR-empty interrupt bit.
-    thr_empty_irq: bool,
 }
 
 impl<W: Write + Send> SerialDevice<W> {
@@ -197,8 +193,6 @@ impl<W: Write + Send> SerialDevice<W> {
         SerialDevice {
             serial: Serial::with_events(irq, rx_ready, out),
             tx_queue: None,
-            dlab: false,
-            thr_empty_irq: false,
         }
     }
 
@@ -237,16 +231,15 @@ impl<W: Write + Send> BusDevice for SerialDevice<W> {
         }
         if let Some(&b) = data.first() {
             if let Some(q) = &self.tx_queue {
+                // The UART's state before this write (reading LCR and IER
+                // has no side effect); with DLAB set, offsets 0 and 1 are
+                // the divisor.
+                let dlab = self.serial.read(LCR) & LCR_DLAB != 0;
                 match off {
-                    THR if !self.dlab && !self.thr_empty_irq => q.console_write(),
-                    IER if !self.dlab && b & IER_THR_EMPTY != 0 => q.retire(),
+                    THR if !dlab && self.serial.read(IER) & IER_THR_EMPTY == 0 => q.console_write(),
+                    IER if !dlab && b & IER_THR_EMPTY != 0 => q.retire(),
                     _ => {}
                 }
-            }
-            match off {
-                LCR => self.dlab = b & LCR_DLAB != 0,
-                IER if !self.dlab => self.thr_empty_irq = b & IER_THR_EMPTY != 0,
-                _ => {}
             }
             if let Err(e) = self.serial.write(off, b) {
                 log::debug!("serial write failed: {e}");

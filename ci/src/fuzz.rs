@@ -103,7 +103,7 @@ pub struct Plan {
     /// libFuzzer's fork mode (`-fork=N`): N child processes, each replaced
     /// after a job of a few minutes. For long runs of `dma24_access`: the
     /// sanitizer runtime's per-thread state grows with every thread a process
-    /// ever started (two per input there), and N processes use N cores.
+    /// ever started (one per input there), and N processes use N cores.
     pub fork: Option<u64>,
     pub sanitizer: Sanitizer,
     pub targets: Vec<String>,
@@ -349,9 +349,10 @@ fn run_target(target: &str, plan: &Plan) -> Result<Stats, FuzzError> {
         // about 0.42 KiB per pair of threads ever started (measured: a
         // two-thread spawn/join loop under -Zsanitizer=leak grows 16.5 MiB
         // per 40,000 rounds; the same device-model loop without a sanitizer
-        // stays flat), and dma24_access starts two per input (DMA worker,
-        // trace writer): 10 million inputs are about 4 GiB. 8 GiB still
-        // stops a target whose memory really runs away.
+        // stays flat), and dma24_access starts one per input (the DMA
+        // worker; its trace is in memory, without a writer thread): one
+        // process grew about 0.2 KiB per input, 2 GiB at 10 million. 8 GiB
+        // still stops a target whose memory really runs away.
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
         .arg(&corpus)
         .stdout(Stdio::null())

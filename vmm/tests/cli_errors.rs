@@ -12,6 +12,15 @@ fn hang_kernel(name: &str) -> TempPath {
     temp_file(name, &pvh_elf(&a.code))
 }
 
+/// `dmalab run` of a spinning mini kernel with `extra` options: a valid
+/// kernel, so an error comes from the options.
+fn run_hang_kernel(extra: &[&str]) -> Run {
+    let f = hang_kernel("k.elf");
+    let mut args = vec!["run", "--kernel", f.0.to_str().unwrap(), "--no-stdin"];
+    args.extend_from_slice(extra);
+    dmalab(&args)
+}
+
 #[test]
 fn missing_kernel() {
     let r = dmalab(&["run", "--kernel", "/nonexistent/vmlinux", "--no-stdin"]);
@@ -80,15 +89,7 @@ fn memory_too_small_for_the_kernel() {
 
 #[test]
 fn missing_initrd() {
-    let f = hang_kernel("k.elf");
-    let r = dmalab(&[
-        "run",
-        "--kernel",
-        f.0.to_str().unwrap(),
-        "--initrd",
-        "/nonexistent/initrd.cpio",
-        "--no-stdin",
-    ]);
+    let r = run_hang_kernel(&["--initrd", "/nonexistent/initrd.cpio"]);
     assert_eq!(r.code, 2, "{}", r.dump());
     assert!(
         r.stderr
@@ -101,15 +102,7 @@ fn missing_initrd() {
 #[test]
 fn unwritable_profile_file() {
     // Checked before KVM is opened: exit 2 even on a host without KVM.
-    let f = hang_kernel("k.elf");
-    let r = dmalab(&[
-        "run",
-        "--kernel",
-        f.0.to_str().unwrap(),
-        "--profile",
-        "/nonexistent/dir/profile.txt",
-        "--no-stdin",
-    ]);
+    let r = run_hang_kernel(&["--profile", "/nonexistent/dir/profile.txt"]);
     assert_eq!(r.code, 2, "{}", r.dump());
     assert!(
         r.stderr.contains(
@@ -185,12 +178,7 @@ fn usage_errors_and_help() {
 #[test]
 fn too_many_devices() {
     // A valid kernel, so the device count is the first thing wrong.
-    let f = hang_kernel("five-devices.elf");
-    let mut args = vec!["run", "--kernel", f.0.to_str().unwrap(), "--no-stdin"];
-    for _ in 0..5 {
-        args.extend(["--device", "dma24"]);
-    }
-    let r = dmalab(&args);
+    let r = run_hang_kernel(&["--device", "dma24"].repeat(5));
     assert_eq!(r.code, 2, "{}", r.dump());
     assert!(
         r.stderr

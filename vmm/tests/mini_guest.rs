@@ -336,15 +336,20 @@ fn profile_places_samples_in_the_loop_and_the_halt() {
     assert_eq!(field("guest user mode (CPL 3)"), 0, "{text}");
     assert_eq!(kernel + halted, total, "{text}");
     assert!(halted * 4 >= total, "the halt is most of the run\n{text}");
-    // No symbol table in a mini guest: kernel samples are named by page,
-    // and there is only the one page of code.
-    if kernel > 0 {
-        let loop_page = text
-            .lines()
-            .find(|l| l.ends_with("[no symbol, page 0x100000]"))
-            .unwrap_or_else(|| panic!("no loop page line in\n{text}"));
-        assert!(loop_page.starts_with(&format!("{kernel:>9} ")), "{text}");
-    }
+    // No symbol table in a mini guest: kernel samples are named by page.
+    // They are all in the loop's page, except one or two that land in the
+    // VMM's entry trampoline (two instructions, the first an exit) when a
+    // kick comes that early (seen once in CI, 2026-12-01).
+    let in_page = |page: u64| -> usize {
+        let label = format!("[no symbol, page {page:#x}]");
+        text.lines()
+            .find(|l| l.ends_with(&label))
+            .map_or(0, |l| l.split_whitespace().next().unwrap().parse().unwrap())
+    };
+    let in_loop = in_page(0x100000);
+    let in_trampoline = in_page(vmm::memory::TRAMPOLINE_ADDR);
+    assert_eq!(in_loop + in_trampoline, kernel, "{text}");
+    assert!(in_trampoline <= 2, "{text}");
 }
 
 /// `fwait` at CPL 0 (Linux's fpu__drop() runs one when a task exits with

@@ -162,8 +162,15 @@ build_initramfs() {
         echo "dir /tmp 1777 0 0"
         echo "dir /lib 0755 0 0"
         echo "dir /lib/modules 0755 0 0"
-        echo "file /init $INITRAMFS_DIR/init 0755 0 0"
         echo "dir /etc 0755 0 0"
+        # /init is dma24-tool when there is one: it loads the driver with
+        # system calls only, then runs the script (guest-driver/tool/src/init.rs).
+        if [ -n "${GUEST_TOOL:-}" ] && [ -f "$GUEST_TOOL" ]; then
+            echo "slink /init /bin/dma24-tool 0777 0 0"
+            echo "file /etc/init.sh $INITRAMFS_DIR/init 0755 0 0"
+        else
+            echo "file /init $INITRAMFS_DIR/init 0755 0 0"
+        fi
         echo "file /etc/fstab $IMAGES/initramfs/fstab 0644 0 0"
         echo "file /bin/busybox $BUSYBOX_BIN 0755 0 0"
         echo "slink /bin/sh busybox 0777 0 0"

@@ -7,10 +7,11 @@
 //! unpacks concatenated archives in order (each starting at a 4-byte aligned
 //! offset; zero bytes between them are skipped), so the guest's rootfs gets
 //! [`GUEST_DIR`]`/<name>.ko` and [`GUEST_DIR`]`/args` besides the default
-//! initramfs. The init script (images/initramfs/init) loads that module
-//! instead of its own `dmalab.ko`, passes the arguments to `insmod`, and
-//! ends the run through the exit port with a non-zero status (dmalab exit
-//! code 5) when `insmod` fails, e.g. for a module built for another kernel.
+//! initramfs. The guest's `/init` (dma24-tool, guest-driver/tool/src/init.rs;
+//! the init script images/initramfs/init without it) loads that module
+//! instead of its own `dmalab.ko` with the arguments, and ends the run
+//! through the exit port with a non-zero status (dmalab exit code 5) when
+//! the kernel refuses it, e.g. for a module built for another kernel.
 //!
 //! In front, not behind: the loader puts the initrd at the top of low RAM,
 //! so the room is below it. The archive is padded to whole pages so the

@@ -139,9 +139,9 @@ pub fn boot_phases(console: &[(f64, String)], driver_ready_est: Option<f64>) -> 
             freed,
         ),
         ("rest of kernel init to Run /init", run_init),
-        ("init script: mounts, forks (to 'user space up')", up),
+        ("/init (dma24-tool): exec, mounts (to 'user space up')", up),
         (
-            "insmod: fork, read and check the module (to its first printk)",
+            "finit_module: read and check the module (to its first printk)",
             insmod,
         ),
         ("module load and init (to its KUnit suites)", kunit),

@@ -39,12 +39,15 @@
 //!   boot-timer magic to dmalab's debug port 0xf5).
 //! - `dma24-tool exit STATUS`: ends the VM through dmalab's exit port 0xf4
 //!   (dmalab exits 0 for status 0, 5 otherwise). Not for other VMMs.
+//! - As `/init` (or `dma24-tool init`): the guest's init up to driver-ready
+//!   without a fork (mounts, the module), then `sh /etc/init.sh`; see `init.rs`.
 //!
 //! Built as a static binary (glibc with crt-static) by images/build.sh.
 
 use dma24_tool::pattern;
 
 mod bench;
+mod init;
 mod lab;
 mod stress;
 mod unbind;
@@ -75,7 +78,12 @@ const CASES: &[(u64, usize)] = &[
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // The kernel runs /init, a link to this binary (images/lib/initramfs.sh).
+    if args.first().map(String::as_str) == Some("/init") {
+        init::run();
+    }
     match args.get(1).map(String::as_str) {
+        Some("init") => init::run(),
         Some("selftest") => {
             let rw = selftest(args.get(2).map_or("/dev/dma24-0", String::as_str));
             let mut failed = 0;
@@ -151,7 +159,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | boot-cma [DEVICE] | stress SECONDS WORKERS DEVICE... | unbind [DEVICE] | boot-done | exit STATUS"
+                "usage: dma24-tool selftest [DEVICE] | mmap [DEVICE] | zerocopy [DEVICE] | bench [DEVICE] | alloc SOURCE [DEVICE] | sizes [DEVICE] | boot-cma [DEVICE] | stress SECONDS WORKERS DEVICE... | unbind [DEVICE] | boot-done | exit STATUS | init"
             );
             ExitCode::from(2)
         }

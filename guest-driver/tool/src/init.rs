@@ -1,0 +1,172 @@
+//! The guest's `/init` up to driver-ready, in one process.
+//!
+//! The initramfs links `/init` to this binary (images/lib/initramfs.sh). On
+//! PVM hosts every fork and exec is emulated guest kernel work: the init
+//! script's `mount -a` (a fork and an exec) and `insmod` (a fork) cost about
+//! 1.3 s before the driver was ready. Here they are system calls: the four
+//! mounts, the kernel command line, the module (`finit_module`), then an exec
+//! of the rest of the init script, `/etc/init.sh` (the tests, the shell, the
+//! end of the VM), with `DMALAB_EARLY_INIT=1` so it skips what was done.
+//!
+//! The lines printed are the script's own (`dmalab-init: ...`), which the
+//! host harness parses; images/initramfs/init documents them.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// The file systems the rest of the init and the tests use (what
+/// images/initramfs/fstab lists for the script's own `mount -a`).
+const MOUNTS: &[(&str, &str)] = &[
+    ("proc", "/proc"),
+    ("sysfs", "/sys"),
+    ("devtmpfs", "/dev"),
+    ("debugfs", "/sys/kernel/debug"),
+];
+/// The images' driver, and where `dmalab run --module` puts a developer's
+/// module and its arguments (vmm/src/initrd_module.rs).
+const IMAGES_MODULE: &str = "/lib/modules/dmalab.ko";
+const USER_MODULES: &str = "/lib/modules/user";
+/// The rest of the init script, run after the driver is loaded.
+const SCRIPT: &CStr = c"/etc/init.sh";
+/// Exit-port status for "the --module was refused" (dmalab then exits 5).
+const REFUSED_STATUS: u8 = 2;
+
+fn say(line: &str) {
+    println!("dmalab-init: {line}");
+}
+
+/// Runs as PID 1: never returns (it execs the script, or ends the VM).
+pub fn run() -> ! {
+    for (fstype, target) in MOUNTS {
+        if let Err(e) = mount(fstype, target) {
+            say(&format!("mount {fstype} on {target}: {e}"));
+        }
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let uptime = uptime.split_whitespace().next().unwrap_or("?");
+    say(&format!("user space up (uptime {uptime} s)"));
+
+    let load = !cmdline.split_whitespace().any(|w| w == "dmalab.noload");
+    let user = user_module();
+    let (module, args) = match &user {
+        Some((m, a)) => (m.clone(), a.clone()),
+        None => (PathBuf::from(IMAGES_MODULE), String::new()),
+    };
+    let name = module
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    if Path::new("/sys/module/dmalab").is_dir() && user.is_none() {
+        say("driver built in");
+    } else if load && module.is_file() {
+        if user.is_some() {
+            say(&format!(
+                "loading {} (--module) with arguments: {args}",
+                module.display()
+            ));
+        }
+        match finit_module(&module, &args) {
+            Ok(()) => say(&format!("insmod {name} ok")),
+            Err(e) => {
+                say(&format!("insmod {name}: {e}"));
+                say(&format!("insmod {name} FAILED"));
+                if user.is_some() {
+                    say("the module given with --module was refused: see the kernel's message above (built for another kernel?)");
+                    end_vm(REFUSED_STATUS);
+                }
+            }
+        }
+    }
+    exec_script()
+}
+
+/// The last `.ko` under [`USER_MODULES`] (the one the script's glob loop
+/// picks) and its arguments: one line, its words joined by single spaces, as
+/// insmod joins its arguments.
+fn user_module() -> Option<(PathBuf, String)> {
+    let mut kos: Vec<PathBuf> = std::fs::read_dir(USER_MODULES)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ko") && p.is_file())
+        .collect();
+    kos.sort();
+    let module = kos.pop()?;
+    let args = std::fs::read_to_string(Path::new(USER_MODULES).join("args")).unwrap_or_default();
+    let args = args.lines().next().unwrap_or("");
+    Some((
+        module,
+        args.split_whitespace().collect::<Vec<_>>().join(" "),
+    ))
+}
+
+fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
+    let src = CString::new(fstype).map_err(std::io::Error::other)?;
+    let dst = CString::new(target).map_err(std::io::Error::other)?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call;
+    // no mount data.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn finit_module(module: &Path, args: &str) -> std::io::Result<()> {
+    let file = File::open(module)?;
+    let params = CString::new(args).map_err(std::io::Error::other)?;
+    // SAFETY: finit_module(2) reads the open file and the NUL-terminated
+    // parameter string; both outlive the call.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Replaces this process with `sh /etc/init.sh`; if that fails, PID 1 has
+/// nothing left to run, so the VM ends with the exit port (dmalab) or a
+/// reboot (other VMMs).
+fn exec_script() -> ! {
+    let sh = c"/bin/sh";
+    let argv = [sh.as_ptr(), SCRIPT.as_ptr(), std::ptr::null()];
+    let env = [
+        c"DMALAB_EARLY_INIT=1".as_ptr(),
+        c"PATH=/bin:/sbin".as_ptr(),
+        c"HOME=/".as_ptr(),
+        c"TERM=linux".as_ptr(),
+        std::ptr::null(),
+    ];
+    // SAFETY: argv and env are NULL-terminated arrays of NUL-terminated
+    // strings that live until execve replaces the process (or fails).
+    unsafe { libc::execve(sh.as_ptr(), argv.as_ptr(), env.as_ptr()) };
+    say(&format!(
+        "cannot run {}: {}",
+        SCRIPT.to_string_lossy(),
+        std::io::Error::last_os_error()
+    ));
+    end_vm(1)
+}
+
+fn end_vm(status: u8) -> ! {
+    let _ = crate::exit_vm(status);
+    // SAFETY: reboot(2) with RB_AUTOBOOT; PID 1 runs as root. Where the exit
+    // port did not end the VM (another VMM), this does.
+    unsafe { libc::reboot(libc::RB_AUTOBOOT) };
+    // reboot(2) returns only on failure; PID 1 must not exit, so wait.
+    loop {
+        // SAFETY: pause(2) has no arguments.
+        unsafe { libc::pause() };
+    }
+}

@@ -10,9 +10,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::cpuid::{clearcpuid_arg, CpuPolicy};
 use crate::memory::{CMDLINE_ADDR, CMDLINE_MAX_SIZE};
 
-/// The guest kernel's timer frequency (images/kernel/dmalab.config: HZ=100),
-/// used to compute `lpj=`.
-pub const GUEST_HZ: u64 = 100;
+/// The guest kernel's timer frequency (images/kernel/dmalab.config: HZ=50,
+/// images/patches/0011), used to compute `lpj=`: loops per jiffy, so a kernel
+/// with another HZ gets delays off by the ratio.
+pub const GUEST_HZ: u64 = 50;
 
 /// A command line the guest kernel cannot take.
 #[derive(Debug, Error)]
@@ -44,7 +45,7 @@ pub fn lpj_for(tsc_khz: u32) -> u64 {
     let lpj = u64::from(tsc_khz) * 1000 / GUEST_HZ;
     if lpj == 0 {
         // Unknown TSC rate: a 2 GHz guess.
-        20_000_000
+        2_000_000_000 / GUEST_HZ
     } else {
         lpj
     }
@@ -160,7 +161,8 @@ mod tests {
 
     #[test]
     fn lpj_from_tsc() {
-        assert_eq!(lpj_for(2_500_000), 25_000_000);
-        assert_eq!(lpj_for(0), 20_000_000);
+        // One jiffy of the TSC at the guest's 50 Hz.
+        assert_eq!(lpj_for(2_500_000), 50_000_000);
+        assert_eq!(lpj_for(0), 40_000_000);
     }
 }

@@ -111,6 +111,17 @@ pub struct Phase {
     pub to_s: f64,
 }
 
+/// The guest's printk clock when console line `i` arrived: the last printk
+/// time before it plus the host time between the two lines (for lines the
+/// guest printed without a printk time).
+fn printk_clock_at(console: &[(f64, String)], i: usize) -> Option<f64> {
+    let (t, _) = console.get(i)?;
+    console[..i]
+        .iter()
+        .rev()
+        .find_map(|(ht, l)| printk_time(l).map(|(g, _)| g + (t - ht)))
+}
+
 /// Where a dmalab boot's guest time goes, from its printk times.
 pub fn boot_phases(console: &[(f64, String)], driver_ready_est: Option<f64>) -> Vec<Phase> {
     let first = |pat: &str| -> Option<f64> {
@@ -121,9 +132,12 @@ pub fn boot_phases(console: &[(f64, String)], driver_ready_est: Option<f64>) -> 
     let unpack = first("Unpacking initramfs");
     let freed = first("Freeing initrd memory");
     let run_init = first("Run /init");
+    // On the printk clock, as driver-ready: the init's own uptime is another
+    // clock (CLOCK_BOOTTIME), up to a second apart from printk's on PVM hosts.
     let up = console
         .iter()
-        .find_map(|(_, l)| log_number(l, "dmalab-init: user space up (uptime ", " s)"));
+        .position(|(_, l)| l.starts_with("dmalab-init: user space up"))
+        .and_then(|i| printk_clock_at(console, i));
     let insmod = first("loading out-of-tree module");
     // KUnit suites built into the module run inside insmod.
     let kunit = insmod.and_then(|i| {
@@ -195,7 +209,8 @@ mod tests {
         assert!(p[5].name.starts_with("module load and init"), "{p:?}");
         assert_eq!((p[0].from_s, p[0].to_s), (0.0, 10.91655));
         assert_eq!((p[1].from_s, p[1].to_s), (10.91655, 39.508417));
-        assert_eq!((p[3].from_s, p[3].to_s), (43.393956, 50.02));
+        // 'user space up' on the printk clock: Run /init's time + 1 s of host time.
+        assert_eq!((p[3].from_s, p[3].to_s), (43.393956, 44.393956));
         assert_eq!((p[5].from_s, p[5].to_s), (55.82685, 57.0));
         // A missing mark merges its phase into the next one.
         let p = boot_phases(&console[..3], None);

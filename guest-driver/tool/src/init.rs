@@ -70,7 +70,7 @@ pub fn run() -> ! {
         match finit_module(&module, &args) {
             Ok(()) => say(&format!("insmod {name} ok")),
             Err(e) => {
-                say(&format!("insmod {name}: {e}"));
+                say(&format!("insmod {name}: {}", module_error(&e)));
                 say(&format!("insmod {name} FAILED"));
                 if user.is_some() {
                     say("the module given with --module was refused: see the kernel's message above (built for another kernel?)");
@@ -99,6 +99,19 @@ fn user_module() -> Option<(PathBuf, String)> {
         module,
         args.split_whitespace().collect::<Vec<_>>().join(" "),
     ))
+}
+
+/// What `finit_module`'s errno means (insmod's wording, as busybox prints
+/// it); the kernel says which symbol, parameter or magic on the console.
+fn module_error(e: &std::io::Error) -> String {
+    let what = match e.raw_os_error() {
+        Some(libc::ENOEXEC) => "invalid module format (built for another kernel?)",
+        Some(libc::ENOENT) => "unknown symbol in module, or unknown parameter",
+        Some(libc::EEXIST) => "module already loaded",
+        Some(libc::EINVAL) => "invalid parameters",
+        _ => return e.to_string(),
+    };
+    format!("{what} ({e})")
 }
 
 fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
@@ -168,5 +181,36 @@ fn end_vm(status: u8) -> ! {
     loop {
         // SAFETY: pause(2) has no arguments.
         unsafe { libc::pause() };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_error;
+    use std::io::Error;
+
+    #[test]
+    fn module_errors_read_like_insmod() {
+        let e = |n| module_error(&Error::from_raw_os_error(n));
+        assert!(
+            e(libc::ENOEXEC).starts_with("invalid module format"),
+            "{}",
+            e(libc::ENOEXEC)
+        );
+        assert!(
+            e(libc::ENOENT).starts_with("unknown symbol in module"),
+            "{}",
+            e(libc::ENOENT)
+        );
+        assert!(
+            e(libc::EEXIST).starts_with("module already loaded"),
+            "{}",
+            e(libc::EEXIST)
+        );
+        // Others keep the system's own words.
+        assert_eq!(
+            e(libc::EPERM),
+            Error::from_raw_os_error(libc::EPERM).to_string()
+        );
     }
 }

@@ -176,9 +176,14 @@ impl Write for Stdout {
 /// UART register offsets and bits the device looks at itself.
 const THR: u8 = 0;
 const IER: u8 = 1;
+const IIR: u8 = 2;
 const LCR: u8 = 3;
+const MCR: u8 = 4;
 const IER_THR_EMPTY: u8 = 0x02;
 const LCR_DLAB: u8 = 0x80;
+/// The PC's interrupt gate: Linux sets it when the tty starts up; the
+/// console and the port probe leave it clear.
+const MCR_OUT2: u8 = 0x08;
 
 /// The UART as a bus device.
 pub struct SerialDevice<W: Write + Send> {
@@ -210,8 +215,24 @@ impl<W: Write + Send> SerialDevice<W> {
     }
 }
 
+impl<W: Write + Send> SerialDevice<W> {
+    /// Whether the guest has the THR-empty interrupt on. With DLAB set
+    /// offsets 1 and 2 are other registers (the divisor; EFR on enhanced
+    /// UARTs, which Linux's port probe reads), so no.
+    fn thr_interrupt_on(&mut self) -> bool {
+        self.serial.read(LCR) & LCR_DLAB == 0 && self.serial.read(IER) & IER_THR_EMPTY != 0
+    }
+}
+
 impl<W: Write + Send> BusDevice for SerialDevice<W> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        // An interrupt handler reads IIR: interrupt-driven output, so every
+        // write exits from now on (`console_tx.rs`).
+        if offset == u64::from(IIR) && self.tx_queue.is_some() && self.thr_interrupt_on() {
+            if let Some(q) = &self.tx_queue {
+                q.retire();
+            }
+        }
         let v = match u8::try_from(offset) {
             Ok(off) if offset < u64::from(COM1_LEN) => self.serial.read(off),
             _ => 0xff,
@@ -235,9 +256,16 @@ impl<W: Write + Send> BusDevice for SerialDevice<W> {
                 // has no side effect); with DLAB set, offsets 0 and 1 are
                 // the divisor.
                 let dlab = self.serial.read(LCR) & LCR_DLAB != 0;
+                // The queue stops for good when the THR-empty interrupt can
+                // reach the guest: the bit on with OUT2 set. Linux's port
+                // probe sets the bit with OUT2 clear (and at once clears it
+                // again); the tty's startup sets OUT2 first.
+                let mcr_out2 = self.serial.read(MCR) & MCR_OUT2 != 0;
+                let thr_interrupt = self.serial.read(IER) & IER_THR_EMPTY != 0;
                 match off {
-                    THR if !dlab && self.serial.read(IER) & IER_THR_EMPTY == 0 => q.console_write(),
-                    IER if !dlab && b & IER_THR_EMPTY != 0 => q.retire(),
+                    THR if !dlab && !thr_interrupt => q.console_write(),
+                    IER if !dlab && b & IER_THR_EMPTY != 0 && mcr_out2 => q.retire(),
+                    MCR if !dlab && b & MCR_OUT2 != 0 && thr_interrupt => q.retire(),
                     _ => {}
                 }
             }

@@ -418,15 +418,17 @@ fn console_bytes_are_queued_in_order() {
     }
 }
 
-/// Once the guest turns the THR-empty interrupt on (the tty driver, for
-/// interrupt-driven output) every THR write exits, so that interrupt comes
-/// at once, and they keep exiting after it turns the bit off again: the
-/// queue is off for good (switching costs an ioctl of about 4 ms on PVM).
+/// Once the guest turns the THR-empty interrupt on with the PC's interrupt
+/// gate (MCR OUT2) open (the tty driver, for interrupt-driven output) every
+/// THR write exits, so that interrupt comes at once, and they keep exiting
+/// after it turns the bit off again: the queue is off for good (switching
+/// costs an ioctl of about 4 ms on PVM).
 #[test]
 fn thr_empty_interrupt_turns_the_queue_off_for_good() {
     need_kvm!();
     let mut a = Asm::new();
     a.print("console\n");
+    a.mov_dx(0x3fc).mov_al(0x08).out_dx_al(); // MCR = OUT2
     a.mov_dx(0x3f9).mov_al(0x02).out_dx_al(); // IER = THR empty
     a.print("interrupt-driven\n");
     a.mov_dx(0x3f9).mov_al(0x00).out_dx_al(); // IER = 0
@@ -441,6 +443,30 @@ fn thr_empty_interrupt_turns_the_queue_off_for_good() {
     );
     let expect = if kvm_queues_port_writes() {
         "console\n".len() as u64 - 1
+    } else {
+        0
+    };
+    assert_eq!(queued_port_writes(&r), expect, "{}", r.dump());
+}
+
+/// Linux's port probe (autoconfig) sets every IER bit with OUT2 clear (the
+/// console's setup wrote MCR = DTR | RTS; the UART's reset value has OUT2
+/// set) and clears them again at once: no interrupt can reach the guest, so
+/// the console's writes after it are still queued.
+#[test]
+fn port_probe_of_ier_leaves_the_queue_on() {
+    need_kvm!();
+    let mut a = Asm::new();
+    a.mov_dx(0x3fc).mov_al(0x03).out_dx_al(); // MCR = DTR | RTS
+    a.print("before\n");
+    a.mov_dx(0x3f9).mov_al(0x0f).out_dx_al(); // IER = all interrupts
+    a.mov_dx(0x3f9).mov_al(0x00).out_dx_al(); // IER = 0
+    a.print("after the probe\n").reset().hang();
+    let r = run_mini(&a.code, &["--log-level", "debug"]);
+    assert_eq!(r.code, 0, "{}", r.dump());
+    assert_eq!(r.stdout, "before\nafter the probe\n", "{}", r.dump());
+    let expect = if kvm_queues_port_writes() {
+        "before\nafter the probe\n".len() as u64 - 1
     } else {
         0
     };

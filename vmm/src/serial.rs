@@ -213,9 +213,7 @@ impl<W: Write + Send> SerialDevice<W> {
         }
         self.serial.enqueue_raw_bytes(bytes).unwrap_or(0)
     }
-}
 
-impl<W: Write + Send> SerialDevice<W> {
     /// Whether the guest has the THR-empty interrupt on. With DLAB set
     /// offsets 1 and 2 are other registers (the divisor; EFR on enhanced
     /// UARTs, which Linux's port probe reads), so no.
@@ -228,7 +226,7 @@ impl<W: Write + Send> BusDevice for SerialDevice<W> {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         // An interrupt handler reads IIR: interrupt-driven output, so every
         // write exits from now on (`console_tx.rs`).
-        if offset == u64::from(IIR) && self.tx_queue.is_some() && self.thr_interrupt_on() {
+        if offset == u64::from(IIR) && self.thr_interrupt_on() {
             if let Some(q) = &self.tx_queue {
                 q.retire();
             }

@@ -249,21 +249,20 @@ impl<W: Write + Send> BusDevice for SerialDevice<W> {
             return;
         }
         if let Some(&b) = data.first() {
+            // The UART's state before this write (reading it has no side
+            // effect); with DLAB set, offsets 0 and 1 are the divisor.
+            let dlab = self.serial.read(LCR) & LCR_DLAB != 0;
+            let thr_interrupt = self.thr_interrupt_on();
+            let mcr_out2 = self.serial.read(MCR) & MCR_OUT2 != 0;
             if let Some(q) = &self.tx_queue {
-                // The UART's state before this write (reading LCR and IER
-                // has no side effect); with DLAB set, offsets 0 and 1 are
-                // the divisor.
-                let dlab = self.serial.read(LCR) & LCR_DLAB != 0;
                 // The queue stops for good when the THR-empty interrupt can
                 // reach the guest: the bit on with OUT2 set. Linux's port
                 // probe sets the bit with OUT2 clear (and at once clears it
                 // again); the tty's startup sets OUT2 first.
-                let mcr_out2 = self.serial.read(MCR) & MCR_OUT2 != 0;
-                let thr_interrupt = self.serial.read(IER) & IER_THR_EMPTY != 0;
                 match off {
                     THR if !dlab && !thr_interrupt => q.console_write(),
                     IER if !dlab && b & IER_THR_EMPTY != 0 && mcr_out2 => q.retire(),
-                    MCR if !dlab && b & MCR_OUT2 != 0 && thr_interrupt => q.retire(),
+                    MCR if b & MCR_OUT2 != 0 && thr_interrupt => q.retire(),
                     _ => {}
                 }
             }

@@ -3,33 +3,30 @@
 //! The initramfs links `/init` to this binary (images/lib/initramfs.sh). On
 //! PVM hosts every fork and exec is emulated guest kernel work: the init
 //! script's `mount -a` (a fork and an exec) and `insmod` (a fork) cost about
-//! 1.3 s before the driver was ready. Here they are system calls: the four
-//! mounts, the kernel command line, the module (`finit_module`), then an exec
+//! 1.3 s before the driver was ready. Here they are system calls: the mounts
+//! of `/etc/fstab`, the kernel command line, the module (`finit_module`), then an exec
 //! of the rest of the init script, `/etc/init.sh` (the tests, the shell, the
 //! end of the VM), with `DMALAB_EARLY_INIT=1` so it skips what was done.
 //!
 //! The lines printed are the script's own (`dmalab-init: ...`), which the
 //! host harness parses; images/initramfs/init documents them.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// The file systems the rest of the init and the tests use (what
-/// images/initramfs/fstab lists for the script's own `mount -a`).
-const MOUNTS: &[(&str, &str)] = &[
-    ("proc", "/proc"),
-    ("sysfs", "/sys"),
-    ("devtmpfs", "/dev"),
-    ("debugfs", "/sys/kernel/debug"),
-];
+/// The file systems the rest of the init and the tests use: the same file
+/// the script's own `mount -a` reads (images/initramfs/fstab).
+const FSTAB: &str = "/etc/fstab";
 /// The images' driver, and where `dmalab run --module` puts a developer's
 /// module and its arguments (vmm/src/initrd_module.rs).
 const IMAGES_MODULE: &str = "/lib/modules/dmalab.ko";
 const USER_MODULES: &str = "/lib/modules/user";
 /// The rest of the init script, run after the driver is loaded.
-const SCRIPT: &CStr = c"/etc/init.sh";
+const SCRIPT: &str = "/etc/init.sh";
 /// Exit-port status for "the --module was refused" (dmalab then exits 5).
 const REFUSED_STATUS: u8 = 2;
 
@@ -39,11 +36,7 @@ fn say(line: &str) {
 
 /// Runs as PID 1: never returns (it execs the script, or ends the VM).
 pub fn run() -> ! {
-    for (fstype, target) in MOUNTS {
-        if let Err(e) = mount(fstype, target) {
-            say(&format!("mount {fstype} on {target}: {e}"));
-        }
-    }
+    mount_fstab();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     let uptime = uptime.split_whitespace().next().unwrap_or("?");
@@ -114,20 +107,41 @@ fn module_error(e: &std::io::Error) -> String {
     format!("{what} ({e})")
 }
 
-fn mount(fstype: &str, target: &str) -> std::io::Result<()> {
-    let src = CString::new(fstype).map_err(std::io::Error::other)?;
-    let dst = CString::new(target).map_err(std::io::Error::other)?;
-    // SAFETY: every pointer is a NUL-terminated string that outlives the call;
-    // no mount data.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
+/// Mounts what [`FSTAB`] lists, in order (`mount -a` for its fields 1-4:
+/// options other than `defaults` go to the file system as its data).
+fn mount_fstab() {
+    let fstab = match std::fs::read_to_string(FSTAB) {
+        Ok(f) => f,
+        Err(e) => return say(&format!("{FSTAB}: {e}")),
     };
+    for line in fstab.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(spec), Some(target), Some(fstype)) = (f.first(), f.get(1), f.get(2)) else {
+            say(&format!(
+                "{FSTAB}: not spec, mount point and type: {line:?}"
+            ));
+            continue;
+        };
+        let options = f.get(3).copied().filter(|o| *o != "defaults");
+        if let Err(e) = mount(spec, target, fstype, options) {
+            say(&format!("mount {fstype} on {target}: {e}"));
+        }
+    }
+}
+
+fn mount(spec: &str, target: &str, fstype: &str, options: Option<&str>) -> std::io::Result<()> {
+    let c = |s: &str| CString::new(s).map_err(std::io::Error::other);
+    let (spec, target, fstype) = (c(spec)?, c(target)?, c(fstype)?);
+    let data = options.map(c).transpose()?;
+    let data_ptr = data
+        .as_ref()
+        .map_or(std::ptr::null(), |d| d.as_ptr().cast());
+    // SAFETY: every pointer is a NUL-terminated string (or null for no data)
+    // that outlives the call.
+    let rc = unsafe { libc::mount(spec.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, data_ptr) };
     if rc == 0 {
         Ok(())
     } else {
@@ -148,27 +162,16 @@ fn finit_module(module: &Path, args: &str) -> std::io::Result<()> {
     }
 }
 
-/// Replaces this process with `sh /etc/init.sh`; if that fails, PID 1 has
+/// Replaces this process with `sh /etc/init.sh`, with the environment the
+/// kernel gave init plus `DMALAB_EARLY_INIT=1`; if that fails, PID 1 has
 /// nothing left to run, so the VM ends with the exit port (dmalab) or a
 /// reboot (other VMMs).
 fn exec_script() -> ! {
-    let sh = c"/bin/sh";
-    let argv = [sh.as_ptr(), SCRIPT.as_ptr(), std::ptr::null()];
-    let env = [
-        c"DMALAB_EARLY_INIT=1".as_ptr(),
-        c"PATH=/bin:/sbin".as_ptr(),
-        c"HOME=/".as_ptr(),
-        c"TERM=linux".as_ptr(),
-        std::ptr::null(),
-    ];
-    // SAFETY: argv and env are NULL-terminated arrays of NUL-terminated
-    // strings that live until execve replaces the process (or fails).
-    unsafe { libc::execve(sh.as_ptr(), argv.as_ptr(), env.as_ptr()) };
-    say(&format!(
-        "cannot run {}: {}",
-        SCRIPT.to_string_lossy(),
-        std::io::Error::last_os_error()
-    ));
+    let e = Command::new("/bin/sh")
+        .arg(SCRIPT)
+        .env("DMALAB_EARLY_INIT", "1")
+        .exec();
+    say(&format!("cannot run {SCRIPT}: {e}"));
     end_vm(1)
 }
 
